@@ -1,0 +1,55 @@
+//! Argument parsing and dispatch. Each subcommand lives in its own file and only converts
+//! arguments into library calls and results into output.
+
+mod encode;
+mod eval;
+mod run;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ragtune",
+    version,
+    about = "Fine-tune every stage of a RAG pipeline on your own data"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Evaluate a model.
+    #[command(subcommand)]
+    Eval(eval::EvalCommand),
+    /// Encode texts into embeddings (.npy or .parquet).
+    Encode(encode::EncodeArgs),
+    /// Run a Rhai script (a recipe).
+    Run(run::RunArgs),
+}
+
+pub fn main() -> Result<()> {
+    match Cli::parse().command {
+        Command::Eval(cmd) => eval::run(cmd),
+        Command::Encode(args) => encode::run(args),
+        Command::Run(args) => run::run(args),
+    }
+}
+
+/// Parses `1,3,10` into cut-offs.
+fn parse_ks(text: &str) -> Result<Vec<usize>> {
+    let ks: Vec<usize> = text
+        .split(',')
+        .map(|k| {
+            k.trim()
+                .parse::<usize>()
+                .map_err(|_| anyhow::anyhow!("--k: `{k}` is not a positive integer"))
+        })
+        .collect::<Result<_>>()?;
+    if ks.contains(&0) || ks.is_empty() {
+        anyhow::bail!("--k: cut-offs must be positive integers, e.g. 1,3,5,10,100");
+    }
+    Ok(ks)
+}

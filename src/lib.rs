@@ -1,0 +1,15 @@
+//! ragtune: fine-tune every stage of a retrieval-augmented generation pipeline on your own data.
+//!
+//! The pipeline's stages are folders: [`data`] (read/write datasets) → [`models`] (encoders and
+//! where their weights come from) → [`eval`] (retrieval metrics). [`script`] is the Rhai skin over
+//! all of it, and the `ragtune` binary a thin command line on top. See `docs/ARCHITECTURE.md`.
+
+pub mod data;
+pub mod eval;
+pub mod models;
+pub mod progress;
+pub mod script;
+
+pub use data::RetrievalDataset;
+pub use eval::{evaluate_encoder, RetrievalEvalOptions, RetrievalReport};
+pub use models::{EncodeOptions, LoadOptions, SentenceEncoder};

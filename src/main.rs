@@ -1,0 +1,10 @@
+//! The `ragtune` command line: parses arguments and calls the library. See `ragtune --help`.
+
+mod cli;
+
+fn main() {
+    if let Err(e) = cli::main() {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

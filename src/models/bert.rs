@@ -1,0 +1,360 @@
+//! A BERT encoder written for both inference and training.
+//!
+//! candle-transformers' BERT uses fused kernels (layer norm, softmax) that have no backward pass,
+//! so a loss on its output silently trains nothing. This module runs the same computation in two
+//! modes: [`Mode::Train`] composes differentiable primitive ops, [`Mode::Infer`] uses the fused
+//! kernels and detaches the weights so no autograd graph is kept. Weight names are exactly the
+//! checkpoint's (`embeddings.word_embeddings.weight`, `encoder.layer.0.attention.self.query.weight`,
+//! …), so a model round-trips to Hugging Face files unchanged.
+
+use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+
+/// Whether a forward pass must be differentiable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Fused kernels, detached weights: fast, no gradients.
+    Infer,
+    /// Differentiable ops only: every weight receives a gradient.
+    Train,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// The exact erf-based GELU (Hugging Face's "gelu").
+    Gelu,
+    /// The tanh approximation.
+    #[serde(alias = "gelu_pytorch_tanh", alias = "gelu_fast")]
+    GeluNew,
+    Relu,
+}
+
+/// The fields of a Hugging Face `config.json` that a BERT-family encoder needs.
+#[derive(Debug, Clone, Deserialize)]
+pub struct BertConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub intermediate_size: usize,
+    #[serde(default = "default_activation")]
+    pub hidden_act: Activation,
+    pub max_position_embeddings: usize,
+    #[serde(default = "default_type_vocab_size")]
+    pub type_vocab_size: usize,
+    #[serde(default = "default_layer_norm_eps")]
+    pub layer_norm_eps: f64,
+    #[serde(default = "default_position_embedding_type")]
+    pub position_embedding_type: String,
+    #[serde(default)]
+    pub model_type: Option<String>,
+}
+
+fn default_activation() -> Activation {
+    Activation::Gelu
+}
+fn default_type_vocab_size() -> usize {
+    2
+}
+fn default_layer_norm_eps() -> f64 {
+    1e-12
+}
+fn default_position_embedding_type() -> String {
+    "absolute".into()
+}
+
+impl BertConfig {
+    pub fn head_dim(&self) -> usize {
+        self.hidden_size / self.num_attention_heads
+    }
+
+    /// Rejects configurations this implementation would compute wrongly instead of failing later.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+            anyhow::bail!(
+                "config.json: hidden_size {} is not divisible by num_attention_heads {}",
+                self.hidden_size,
+                self.num_attention_heads
+            );
+        }
+        if self.position_embedding_type != "absolute" {
+            anyhow::bail!(
+                "config.json: position_embedding_type `{}` is not supported (only `absolute`)",
+                self.position_embedding_type
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A linear layer `y = x Wᵀ + b` that matmuls on a 2-D view of the input (broadcasting the weight
+/// over a batch dimension makes candle's backward ~40 % slower).
+#[derive(Debug, Clone)]
+struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn new(vb: VarBuilder, in_dim: usize, out_dim: usize) -> Result<Self> {
+        let bound = 1.0 / (in_dim as f64).sqrt();
+        let weight = vb.get_with_hints(
+            (out_dim, in_dim),
+            "weight",
+            candle_nn::Init::Uniform {
+                lo: -bound,
+                up: bound,
+            },
+        )?;
+        let bias = vb.get_with_hints(out_dim, "bias", candle_nn::Init::Const(0.0))?;
+        Ok(Self { weight, bias })
+    }
+
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (w, b) = weights_for(mode, &self.weight, &self.bias);
+        let dims = x.dims().to_vec();
+        let in_dim = *dims.last().expect("linear input has a last dim");
+        let rows = x.elem_count() / in_dim;
+        let y = x
+            .reshape((rows, in_dim))?
+            .matmul(&w.t()?)?
+            .broadcast_add(&b)?;
+        let mut out_dims = dims;
+        *out_dims.last_mut().unwrap() = w.dim(0)?;
+        y.reshape(out_dims)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        let weight = vb.get_with_hints(dim, "weight", candle_nn::Init::Const(1.0))?;
+        let bias = vb.get_with_hints(dim, "bias", candle_nn::Init::Const(0.0))?;
+        Ok(Self { weight, bias, eps })
+    }
+
+    fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (w, b) = weights_for(mode, &self.weight, &self.bias);
+        match mode {
+            Mode::Infer => candle_nn::ops::layer_norm(&x.contiguous()?, &w, &b, self.eps as f32),
+            Mode::Train => {
+                let mean = x.mean_keepdim(D::Minus1)?;
+                let centered = x.broadcast_sub(&mean)?;
+                let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+                let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+                normed.broadcast_mul(&w)?.broadcast_add(&b)
+            }
+        }
+    }
+}
+
+/// In inference the weights are detached so the forward pass records no autograd graph (which
+/// would keep every activation of the batch alive until the output is dropped).
+fn weights_for(mode: Mode, w: &Tensor, b: &Tensor) -> (Tensor, Tensor) {
+    match mode {
+        Mode::Infer => (w.detach(), b.detach()),
+        Mode::Train => (w.clone(), b.clone()),
+    }
+}
+
+fn softmax_last_dim(x: &Tensor, mode: Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Infer => candle_nn::ops::softmax_last_dim(x),
+        Mode::Train => candle_nn::ops::softmax(x, D::Minus1),
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Embeddings {
+    word: Tensor,
+    position: Tensor,
+    token_type: Tensor,
+    layer_norm: LayerNorm,
+}
+
+impl Embeddings {
+    fn new(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+        let init = candle_nn::Init::Randn {
+            mean: 0.0,
+            stdev: 0.02,
+        };
+        let h = cfg.hidden_size;
+        Ok(Self {
+            word: vb.get_with_hints((cfg.vocab_size, h), "word_embeddings.weight", init)?,
+            position: vb.get_with_hints(
+                (cfg.max_position_embeddings, h),
+                "position_embeddings.weight",
+                init,
+            )?,
+            token_type: vb.get_with_hints(
+                (cfg.type_vocab_size, h),
+                "token_type_embeddings.weight",
+                init,
+            )?,
+            layer_norm: LayerNorm::new(vb.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
+        })
+    }
+
+    fn forward(&self, input_ids: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (batch, len) = input_ids.dims2()?;
+        let pick = |t: &Tensor| {
+            if mode == Mode::Infer {
+                t.detach()
+            } else {
+                t.clone()
+            }
+        };
+        let words = pick(&self.word).embedding(&input_ids.flatten_all()?)?;
+        let hidden = words.dim(1)?;
+        let words = words.reshape((batch, len, hidden))?;
+        // Positions 0..len and token type 0 are the same for every row: add them once, broadcast.
+        let positions = pick(&self.position).narrow(0, 0, len)?;
+        let token_type = pick(&self.token_type).narrow(0, 0, 1)?;
+        let x = words.broadcast_add(&positions.broadcast_add(&token_type)?)?;
+        self.layer_norm.forward(&x, mode)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Layer {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    attn_out: Linear,
+    attn_norm: LayerNorm,
+    intermediate: Linear,
+    output: Linear,
+    out_norm: LayerNorm,
+    heads: usize,
+    activation: Activation,
+}
+
+impl Layer {
+    fn new(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+        let (h, i, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
+        let attn = vb.pp("attention");
+        Ok(Self {
+            query: Linear::new(attn.pp("self").pp("query"), h, h)?,
+            key: Linear::new(attn.pp("self").pp("key"), h, h)?,
+            value: Linear::new(attn.pp("self").pp("value"), h, h)?,
+            attn_out: Linear::new(attn.pp("output").pp("dense"), h, h)?,
+            attn_norm: LayerNorm::new(attn.pp("output").pp("LayerNorm"), h, eps)?,
+            intermediate: Linear::new(vb.pp("intermediate").pp("dense"), h, i)?,
+            output: Linear::new(vb.pp("output").pp("dense"), i, h)?,
+            out_norm: LayerNorm::new(vb.pp("output").pp("LayerNorm"), h, eps)?,
+            heads: cfg.num_attention_heads,
+            activation: cfg.hidden_act,
+        })
+    }
+
+    /// `mask_bias` is `[batch, 1, 1, len]`: 0 for real tokens, a large negative for padding.
+    fn forward(&self, x: &Tensor, mask_bias: &Tensor, mode: Mode) -> Result<Tensor> {
+        let (batch, len, hidden) = x.dims3()?;
+        let head_dim = hidden / self.heads;
+        let split_heads = |t: Tensor| -> Result<Tensor> {
+            t.reshape((batch, len, self.heads, head_dim))?
+                .transpose(1, 2)?
+                .contiguous()
+        };
+        let q = split_heads(self.query.forward(x, mode)?)?;
+        let k = split_heads(self.key.forward(x, mode)?)?;
+        let v = split_heads(self.value.forward(x, mode)?)?;
+        let scale = 1.0 / (head_dim as f64).sqrt();
+        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
+        let probs = softmax_last_dim(&scores, mode)?;
+        let context = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((batch, len, hidden))?;
+        let attended = self.attn_out.forward(&context, mode)?;
+        let x = self.attn_norm.forward(&(attended + x)?, mode)?;
+        let inner = self.intermediate.forward(&x, mode)?;
+        let inner = match self.activation {
+            Activation::Gelu => inner.gelu_erf()?,
+            Activation::GeluNew => inner.gelu()?,
+            Activation::Relu => inner.relu()?,
+        };
+        let out = self.output.forward(&inner, mode)?;
+        self.out_norm.forward(&(out + x)?, mode)
+    }
+}
+
+/// The BERT encoder stack (embeddings + transformer layers), without the pooler head.
+#[derive(Debug, Clone)]
+pub struct BertModel {
+    embeddings: Embeddings,
+    layers: Vec<Layer>,
+    pub config: BertConfig,
+}
+
+impl BertModel {
+    /// Builds the model from `vb`, whose names must be rooted where the checkpoint's `embeddings.`
+    /// and `encoder.` live (use `vb.pp("bert")` for checkpoints that carry that prefix).
+    pub fn new(vb: VarBuilder, config: &BertConfig) -> Result<Self> {
+        let embeddings = Embeddings::new(vb.pp("embeddings"), config)?;
+        let layers = (0..config.num_hidden_layers)
+            .map(|i| Layer::new(vb.pp(format!("encoder.layer.{i}")), config))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            embeddings,
+            layers,
+            config: config.clone(),
+        })
+    }
+
+    /// Token embeddings `[batch, len, hidden]` for `input_ids` and `attention_mask` (`[batch, len]`,
+    /// u32, 1 for real tokens).
+    pub fn forward(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+        mode: Mode,
+    ) -> Result<Tensor> {
+        let (_, len) = input_ids.dims2()?;
+        if len > self.config.max_position_embeddings {
+            candle_core::bail!(
+                "sequence of {len} tokens is longer than the model's {} positions",
+                self.config.max_position_embeddings
+            );
+        }
+        let dtype = self.embeddings.word.dtype();
+        let mask_bias = attention_bias(attention_mask, dtype)?;
+        let mut x = self.embeddings.forward(input_ids, mode)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &mask_bias, mode)?;
+        }
+        Ok(x)
+    }
+
+    pub fn dtype(&self) -> DType {
+        self.embeddings.word.dtype()
+    }
+
+    pub fn device(&self) -> &Device {
+        self.embeddings.word.device()
+    }
+}
+
+/// `[batch, len]` 0/1 mask → additive `[batch, 1, 1, len]` bias: padded keys get a large negative
+/// so that softmax gives them exactly zero weight.
+fn attention_bias(mask: &Tensor, dtype: DType) -> Result<Tensor> {
+    let (batch, len) = mask.dims2()?;
+    let keep = mask.to_dtype(dtype)?;
+    ((keep - 1.0)? * 1e9)?.reshape((batch, 1, 1, len))
+}
+
+impl Module for BertModel {
+    /// Unpadded single-sequence convenience: every token attends to every other.
+    fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
+        let mask = input_ids.ones_like()?;
+        BertModel::forward(self, input_ids, &mask, Mode::Infer)
+    }
+}

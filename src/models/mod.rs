@@ -1,0 +1,11 @@
+//! Models: where their files come from, and the networks themselves.
+
+pub mod bert;
+pub mod device;
+pub mod encoder;
+pub mod hub;
+pub mod pooling;
+pub mod weights;
+
+pub use encoder::{EncodeOptions, EncodeStats, LoadOptions, SentenceEncoder};
+pub use hub::ModelSource;

@@ -1,0 +1,31 @@
+//! Progress bars for long work. One place decides how they look and when they are hidden.
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+/// A progress bar on stderr; invisible when disabled or when stderr is not a terminal.
+pub struct Progress(ProgressBar);
+
+impl Progress {
+    pub fn new(total: u64, label: &str, enabled: bool) -> Self {
+        let bar = if enabled {
+            ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>10} [{bar:30}] {pos}/{len} ({per_sec}, eta {eta})")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(label.to_string());
+        Self(bar)
+    }
+
+    pub fn inc(&self, n: u64) {
+        self.0.inc(n);
+    }
+
+    pub fn finish(&self) {
+        self.0.finish_and_clear();
+    }
+}

@@ -1,0 +1,162 @@
+//! Helpers shared by the integration tests: a tiny random BERT sentence encoder written to disk
+//! in sentence-transformers' layout, and the locations of optional real resources.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+use candle_nn::{VarBuilder, VarMap};
+use ragtune::models::bert::{BertConfig, BertModel};
+use serde_json::json;
+
+pub const WORDS: &[&str] = &[
+    "bee", "bees", "honey", "queen", "hive", "wax", "mite", "mites", "swarm", "comb", "brood",
+    "the", "a", "of", "and", "is", "in", "to", "what", "how", "why", "do", "my",
+];
+
+pub fn tiny_config() -> BertConfig {
+    serde_json::from_value(json!({
+        "vocab_size": vocab().len(), "hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "intermediate_size": 16, "hidden_act": "gelu", "max_position_embeddings": 32,
+        "type_vocab_size": 2, "layer_norm_eps": 1e-12, "model_type": "bert"
+    }))
+    .unwrap()
+}
+
+/// `[PAD] [UNK] [CLS] [SEP]`, the words, single letters and `##` letters (so any lowercase ASCII
+/// word tokenizes).
+pub fn vocab() -> Vec<String> {
+    let mut v: Vec<String> = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    v.extend(WORDS.iter().map(|s| s.to_string()));
+    for c in 'a'..='z' {
+        v.push(c.to_string());
+        v.push(format!("##{c}"));
+    }
+    v.extend(["?", ".", ","].iter().map(|s| s.to_string()));
+    v
+}
+
+pub fn tokenizer_json() -> serde_json::Value {
+    let vocab: serde_json::Map<String, serde_json::Value> = vocab()
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| (t, json!(i)))
+        .collect();
+    let special = |id: u32, content: &str| {
+        json!({"id": id, "content": content, "single_word": false, "lstrip": false, "rstrip": false,
+               "normalized": false, "special": true})
+    };
+    json!({
+        "version": "1.0",
+        "truncation": {"direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 0},
+        "padding": {"strategy": {"Fixed": 8}, "direction": "Right", "pad_to_multiple_of": null,
+                    "pad_id": 0, "pad_type_id": 0, "pad_token": "[PAD]"},
+        "added_tokens": [special(0, "[PAD]"), special(1, "[UNK]"), special(2, "[CLS]"), special(3, "[SEP]")],
+        "normalizer": {"type": "BertNormalizer", "clean_text": true, "handle_chinese_chars": true,
+                       "strip_accents": null, "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                       {"SpecialToken": {"id": "[SEP]", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": "[CLS]", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": "[SEP]", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}},
+                     {"SpecialToken": {"id": "[SEP]", "type_id": 1}}],
+            "special_tokens": {
+                "[CLS]": {"id": "[CLS]", "ids": [2], "tokens": ["[CLS]"]},
+                "[SEP]": {"id": "[SEP]", "ids": [3], "tokens": ["[SEP]"]}
+            }
+        },
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": "[UNK]", "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab}
+    })
+}
+
+/// Builds a random tiny BERT (weights named as a real checkpoint) in `dtype`.
+pub fn tiny_bert(dtype: DType) -> (BertModel, VarMap) {
+    let varmap = VarMap::new();
+    let vb = VarBuilder::from_varmap(&varmap, dtype, &Device::Cpu);
+    let model = BertModel::new(vb, &tiny_config()).unwrap();
+    (model, varmap)
+}
+
+/// Writes a complete sentence-transformers directory for a tiny random model and returns it.
+pub fn write_tiny_model(dir: &Path, max_seq_length: usize) -> PathBuf {
+    let (_, varmap) = tiny_bert(DType::F32);
+    std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
+    varmap.save(dir.join("model.safetensors")).unwrap();
+    let mut config = serde_json::to_value(json!({
+        "vocab_size": vocab().len(), "hidden_size": 8, "num_hidden_layers": 2, "num_attention_heads": 2,
+        "intermediate_size": 16, "hidden_act": "gelu", "max_position_embeddings": 32,
+        "type_vocab_size": 2, "layer_norm_eps": 1e-12, "model_type": "bert", "architectures": ["BertModel"]
+    }))
+    .unwrap();
+    config["pad_token_id"] = json!(0);
+    write_json(&dir.join("config.json"), &config);
+    write_json(&dir.join("tokenizer.json"), &tokenizer_json());
+    write_json(
+        &dir.join("modules.json"),
+        &json!([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}
+        ]),
+    );
+    write_json(
+        &dir.join("sentence_bert_config.json"),
+        &json!({"max_seq_length": max_seq_length, "do_lower_case": false}),
+    );
+    write_json(
+        &dir.join("1_Pooling/config.json"),
+        &json!({"word_embedding_dimension": 8, "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": true,
+                "pooling_mode_max_tokens": false, "pooling_mode_mean_sqrt_len_tokens": false}),
+    );
+    dir.to_path_buf()
+}
+
+fn write_json(path: &Path, value: &serde_json::Value) {
+    std::fs::write(path, serde_json::to_string_pretty(value).unwrap()).unwrap();
+}
+
+/// `../shared` beside the checkout (CI and developers have it; users do not).
+pub fn shared_dir() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared");
+    dir.is_dir().then_some(dir)
+}
+
+/// Whether the real all-MiniLM-L6-v2 is in the local hub cache (scripts/seed-models.sh).
+pub fn minilm_seeded() -> bool {
+    let cache = std::env::var_os("HF_HUB_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            std::env::var_os("HF_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                        .join(".cache/huggingface")
+                })
+                .join("hub")
+        });
+    cache
+        .join("models--sentence-transformers--all-MiniLM-L6-v2/refs/main")
+        .is_file()
+}
+
+pub const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+/// Skips (returns true) when a resource is missing, loudly; fails instead when
+/// `RAGTUNE_REQUIRE_REAL=1` (CI sets it, so CI can never skip silently).
+pub fn skip_unless(available: bool, what: &str) -> bool {
+    if available {
+        return false;
+    }
+    if std::env::var("RAGTUNE_REQUIRE_REAL").is_ok_and(|v| v == "1") {
+        panic!("{what} is required (RAGTUNE_REQUIRE_REAL=1) but missing");
+    }
+    eprintln!("SKIPPED: {what} is not available");
+    true
+}
