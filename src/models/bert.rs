@@ -287,6 +287,31 @@ impl Layer {
     }
 }
 
+impl Layer {
+    /// Inference over packed sequences (`x`: `[total_tokens, hidden]`), see [`BertModel::forward_packed`].
+    fn forward_packed(&self, x: &Tensor, seq_lens: &[usize]) -> Result<Tensor> {
+        // One projection for q, k and v: a single large matrix product instead of three.
+        let w = Tensor::cat(
+            &[&self.query.weight, &self.key.weight, &self.value.weight],
+            0,
+        )?
+        .detach();
+        let b = Tensor::cat(&[&self.query.bias, &self.key.bias, &self.value.bias], 0)?.detach();
+        let qkv = x.matmul(&w.t()?)?.broadcast_add(&b)?;
+        let context = super::attention::packed_attention(&qkv, seq_lens, self.heads)?;
+        let attended = self.attn_out.forward(&context, Mode::Infer)?;
+        let x = self.attn_norm.forward(&(attended + x)?, Mode::Infer)?;
+        let inner = self.intermediate.forward(&x, Mode::Infer)?;
+        let inner = match self.activation {
+            Activation::Gelu => inner.gelu_erf()?,
+            Activation::GeluNew => inner.gelu()?,
+            Activation::Relu => inner.relu()?,
+        };
+        let out = self.output.forward(&inner, Mode::Infer)?;
+        self.out_norm.forward(&(out + x)?, Mode::Infer)
+    }
+}
+
 /// The BERT encoder stack (embeddings + transformer layers), without the pooler head.
 #[derive(Debug, Clone)]
 pub struct BertModel {
@@ -332,6 +357,41 @@ impl BertModel {
             x = layer.forward(&x, &mask_bias, mode)?;
         }
         Ok(x)
+    }
+
+    /// Inference without padding: `ids` holds several sequences end to end (`seq_lens` says how
+    /// long each is) and the result is their token embeddings `[total_tokens, hidden]`. Row-wise
+    /// work (projections, feed-forward, layer norms) runs on real tokens only, and attention is
+    /// the fused per-sequence kernel of [`super::attention`]. CPU and f32 only
+    /// ([`Self::supports_packed`]); same function as [`Self::forward`] in [`Mode::Infer`].
+    pub fn forward_packed(&self, ids: &Tensor, seq_lens: &[usize]) -> Result<Tensor> {
+        let longest = seq_lens.iter().copied().max().unwrap_or(0);
+        if longest > self.config.max_position_embeddings {
+            candle_core::bail!(
+                "sequence of {longest} tokens is longer than the model's {} positions",
+                self.config.max_position_embeddings
+            );
+        }
+        let positions: Vec<u32> = seq_lens.iter().flat_map(|&len| 0..len as u32).collect();
+        let positions = Tensor::from_vec(positions, ids.dims1()?, ids.device())?;
+        let e = &self.embeddings;
+        let token_type = e.token_type.detach().narrow(0, 0, 1)?;
+        let x = e
+            .word
+            .detach()
+            .embedding(ids)?
+            .add(&e.position.detach().embedding(&positions)?)?
+            .broadcast_add(&token_type)?;
+        let mut x = e.layer_norm.forward(&x, Mode::Infer)?;
+        for layer in &self.layers {
+            x = layer.forward_packed(&x, seq_lens)?;
+        }
+        Ok(x)
+    }
+
+    /// Whether [`Self::forward_packed`] can run here (its fused attention is CPU f32 code).
+    pub fn supports_packed(&self) -> bool {
+        self.device().is_cpu() && self.dtype() == DType::F32
     }
 
     pub fn dtype(&self) -> DType {

@@ -284,6 +284,24 @@ impl SentenceEncoder {
         })
     }
 
+    /// Sentence embeddings `[batch, dim]` computed without padding (CPU f32 inference); the
+    /// same values as [`Self::embed_batch`] in [`Mode::Infer`].
+    pub fn embed_packed(&self, encodings: &[&Encoding]) -> Result<Tensor> {
+        let seq_lens: Vec<usize> = encodings.iter().map(|e| e.get_ids().len()).collect();
+        let ids: Vec<u32> = encodings
+            .iter()
+            .flat_map(|e| e.get_ids().iter().copied())
+            .collect();
+        let ids = Tensor::from_vec(ids, seq_lens.iter().sum::<usize>(), self.device())?;
+        let tokens = self.bert.forward_packed(&ids, &seq_lens)?;
+        let pooled = self.pooling.apply_packed(&tokens, &seq_lens)?;
+        Ok(if self.normalize {
+            l2_normalize(&pooled)?
+        } else {
+            pooled
+        })
+    }
+
     /// Encodes texts into an f32 tensor `[texts, dim]`, rows in input order.
     pub fn encode<S: AsRef<str>>(&self, texts: &[S], options: &EncodeOptions) -> Result<Tensor> {
         Ok(self.encode_with_stats(texts, options)?.0)
@@ -312,10 +330,16 @@ impl SentenceEncoder {
         let progress = Progress::new(texts.len() as u64, "encoding", options.progress);
         for chunk in order.chunks(batch_size) {
             let group: Vec<&Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
-            let (ids, mask) = self.pad_batch(&group)?;
-            stats.tokens += group.iter().map(|e| e.get_ids().len()).sum::<usize>();
-            stats.padded_tokens += ids.elem_count();
-            let emb = to_f32(&self.embed_batch(&ids, &mask, Mode::Infer)?)?;
+            let real_tokens = group.iter().map(|e| e.get_ids().len()).sum::<usize>();
+            stats.tokens += real_tokens;
+            let emb = if self.bert.supports_packed() {
+                stats.padded_tokens += real_tokens;
+                self.embed_packed(&group)?
+            } else {
+                let (ids, mask) = self.pad_batch(&group)?;
+                stats.padded_tokens += ids.elem_count();
+                to_f32(&self.embed_batch(&ids, &mask, Mode::Infer)?)?
+            };
             let rows: Vec<Vec<f32>> = emb.to_vec2()?;
             for (&i, row) in chunk.iter().zip(rows) {
                 out[i * dim..(i + 1) * dim].copy_from_slice(&row);

@@ -1,5 +1,6 @@
 //! Models: where their files come from, and the networks themselves.
 
+pub mod attention;
 pub mod bert;
 pub mod device;
 pub mod encoder;

@@ -89,6 +89,47 @@ impl Pooling {
     }
 }
 
+impl Pooling {
+    /// Pools packed token embeddings (`[total_tokens, dim]`, sequences end to end with lengths
+    /// `seq_lens`) into `[sequences, dim]`. Mean, mean-sqrt-len and CLS are one matrix product
+    /// with a `[sequences, total_tokens]` weight matrix; max reduces each sequence's rows.
+    pub fn apply_packed(self, tokens: &Tensor, seq_lens: &[usize]) -> Result<Tensor> {
+        let total: usize = seq_lens.iter().sum();
+        if self == Pooling::Max {
+            let mut start = 0;
+            let mut rows = Vec::with_capacity(seq_lens.len());
+            for &len in seq_lens {
+                rows.push(
+                    tokens
+                        .narrow(0, start, len.max(1).min(total - start))?
+                        .max_keepdim(0)?,
+                );
+                start += len;
+            }
+            return Tensor::cat(&rows, 0);
+        }
+        let mut weights = vec![0f32; seq_lens.len() * total];
+        let mut start = 0;
+        for (s, &len) in seq_lens.iter().enumerate() {
+            let row = &mut weights[s * total + start..s * total + start + len];
+            match self {
+                Pooling::Cls => {
+                    if let Some(first) = row.first_mut() {
+                        *first = 1.0;
+                    }
+                }
+                Pooling::Mean => row.fill(1.0 / (len as f32).max(1e-9)),
+                Pooling::MeanSqrtLen => row.fill(1.0 / (len as f32).max(1e-9).sqrt()),
+                Pooling::Max => unreachable!("handled above"),
+            }
+            start += len;
+        }
+        let weights = Tensor::from_vec(weights, (seq_lens.len(), total), tokens.device())?
+            .to_dtype(tokens.dtype())?;
+        weights.matmul(tokens)
+    }
+}
+
 /// Scales each row to unit length (`torch.nn.functional.normalize` with eps 1e-12).
 pub fn l2_normalize(x: &Tensor) -> Result<Tensor> {
     let norm = x
