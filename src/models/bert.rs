@@ -301,11 +301,17 @@ impl Layer {
         let context = super::attention::packed_attention(&qkv, seq_lens, self.heads)?;
         let attended = self.attn_out.forward(&context, Mode::Infer)?;
         let x = self.attn_norm.forward(&(attended + x)?, Mode::Infer)?;
-        let inner = self.intermediate.forward(&x, Mode::Infer)?;
         let inner = match self.activation {
-            Activation::Gelu => inner.gelu_erf()?,
-            Activation::GeluNew => inner.gelu()?,
-            Activation::Relu => inner.relu()?,
+            Activation::Gelu => {
+                let (w, b) = weights_for(
+                    Mode::Infer,
+                    &self.intermediate.weight,
+                    &self.intermediate.bias,
+                );
+                super::fused::bias_gelu(&x.matmul(&w.t()?)?, &b)?
+            }
+            Activation::GeluNew => self.intermediate.forward(&x, Mode::Infer)?.gelu()?,
+            Activation::Relu => self.intermediate.forward(&x, Mode::Infer)?.relu()?,
         };
         let out = self.output.forward(&inner, Mode::Infer)?;
         self.out_norm.forward(&(out + x)?, Mode::Infer)

@@ -4,6 +4,7 @@ pub mod attention;
 pub mod bert;
 pub mod device;
 pub mod encoder;
+pub mod fused;
 pub mod hub;
 pub mod pooling;
 pub mod weights;
