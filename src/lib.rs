@@ -8,6 +8,7 @@ pub mod data;
 pub mod eval;
 pub mod models;
 pub mod progress;
+pub mod runtime;
 pub mod script;
 
 pub use data::RetrievalDataset;

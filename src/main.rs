@@ -3,6 +3,7 @@
 mod cli;
 
 fn main() {
+    ragtune::runtime::tune_allocator();
     if let Err(e) = cli::main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -96,16 +96,7 @@ impl CustomOp1 for PackedAttention {
                         gemm::Parallelism::None,
                     );
                 }
-                for row in scores.chunks_exact_mut(len) {
-                    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let mut sum = 0.0;
-                    for x in row.iter_mut() {
-                        *x = (*x - max).exp();
-                        sum += *x;
-                    }
-                    let inv = 1.0 / sum;
-                    row.iter_mut().for_each(|x| *x *= inv);
-                }
+                super::fused::softmax_in_place(scores, len);
                 let out = out_ptr;
                 unsafe {
                     // out[i, h] = Σ_j p[i, j] v_j   (m = len, n = head_dim, k = len)

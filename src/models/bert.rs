@@ -290,6 +290,8 @@ impl Layer {
 impl Layer {
     /// Inference over packed sequences (`x`: `[total_tokens, hidden]`), see [`BertModel::forward_packed`].
     fn forward_packed(&self, x: &Tensor, seq_lens: &[usize]) -> Result<Tensor> {
+        use super::fused;
+        let d = |t: &Tensor| t.detach();
         // One projection for q, k and v: a single large matrix product instead of three.
         let w = Tensor::cat(
             &[&self.query.weight, &self.key.weight, &self.value.weight],
@@ -297,24 +299,28 @@ impl Layer {
         )?
         .detach();
         let b = Tensor::cat(&[&self.query.bias, &self.key.bias, &self.value.bias], 0)?.detach();
-        let qkv = x.matmul(&w.t()?)?.broadcast_add(&b)?;
+        let qkv = fused::linear(x, &w, &b, None)?;
         let context = super::attention::packed_attention(&qkv, seq_lens, self.heads)?;
-        let attended = self.attn_out.forward(&context, Mode::Infer)?;
-        let x = self.attn_norm.forward(&(attended + x)?, Mode::Infer)?;
+        let attended = fused::linear(
+            &context,
+            &d(&self.attn_out.weight),
+            &d(&self.attn_out.bias),
+            Some(x),
+        )?;
+        let x = self.attn_norm.forward(&attended, Mode::Infer)?;
+        let (wi, bi) = (d(&self.intermediate.weight), d(&self.intermediate.bias));
         let inner = match self.activation {
-            Activation::Gelu => {
-                let (w, b) = weights_for(
-                    Mode::Infer,
-                    &self.intermediate.weight,
-                    &self.intermediate.bias,
-                );
-                super::fused::bias_gelu(&x.matmul(&w.t()?)?, &b)?
-            }
+            Activation::Gelu => fused::bias_gelu(&x.matmul(&wi.t()?)?, &bi)?,
             Activation::GeluNew => self.intermediate.forward(&x, Mode::Infer)?.gelu()?,
             Activation::Relu => self.intermediate.forward(&x, Mode::Infer)?.relu()?,
         };
-        let out = self.output.forward(&inner, Mode::Infer)?;
-        self.out_norm.forward(&(out + x)?, Mode::Infer)
+        let out = fused::linear(
+            &inner,
+            &d(&self.output.weight),
+            &d(&self.output.bias),
+            Some(&x),
+        )?;
+        self.out_norm.forward(&out, Mode::Infer)
     }
 }
 

@@ -14,6 +14,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
+use rayon::prelude::*;
 use serde::Deserialize;
 use tokenizers::{Encoding, PaddingParams, Tokenizer, TruncationParams, TruncationStrategy};
 
@@ -230,10 +231,10 @@ impl SentenceEncoder {
         &self.tokenizer
     }
 
-    /// Tokenizes texts (truncated to `max_seq_length`, unpadded).
-    pub fn tokenize<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<Encoding>> {
+    /// Tokenizes texts (truncated to `max_seq_length`, unpadded), in parallel.
+    pub fn tokenize<S: AsRef<str> + Sync>(&self, texts: &[S]) -> Result<Vec<Encoding>> {
         texts
-            .iter()
+            .par_iter()
             .map(|t| {
                 let text = t.as_ref();
                 let text = if self.do_lower_case {
@@ -303,23 +304,50 @@ impl SentenceEncoder {
     }
 
     /// Encodes texts into an f32 tensor `[texts, dim]`, rows in input order.
-    pub fn encode<S: AsRef<str>>(&self, texts: &[S], options: &EncodeOptions) -> Result<Tensor> {
+    pub fn encode<S: AsRef<str> + Sync>(
+        &self,
+        texts: &[S],
+        options: &EncodeOptions,
+    ) -> Result<Tensor> {
         Ok(self.encode_with_stats(texts, options)?.0)
     }
 
     /// As [`encode`](Self::encode), also returning token counts and time taken.
-    pub fn encode_with_stats<S: AsRef<str>>(
+    pub fn encode_with_stats<S: AsRef<str> + Sync>(
         &self,
         texts: &[S],
         options: &EncodeOptions,
     ) -> Result<(Tensor, EncodeStats)> {
         let start = Instant::now();
-        let batch_size = options.batch_size.max(1);
         let encodings = self.tokenize(texts)?;
-        // Longest first: the first batch shows the worst-case memory at once, and each batch pads
-        // only to its own longest member.
-        let mut order: Vec<usize> = (0..encodings.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
+        let passes = self.plan_passes(&encodings, options.batch_size.max(1));
+        let progress = Progress::new(texts.len() as u64, "encoding", options.progress);
+        let run = |pass: &Vec<usize>| -> Result<(Vec<Vec<f32>>, usize)> {
+            let group: Vec<&Encoding> = pass.iter().map(|&i| &encodings[i]).collect();
+            let (emb, computed) = if self.bert.supports_packed() {
+                (
+                    self.embed_packed(&group)?,
+                    group.iter().map(|e| e.get_ids().len()).sum(),
+                )
+            } else {
+                let (ids, mask) = self.pad_batch(&group)?;
+                (
+                    to_f32(&self.embed_batch(&ids, &mask, Mode::Infer)?)?,
+                    ids.elem_count(),
+                )
+            };
+            progress.inc(pass.len() as u64);
+            Ok((emb.to_vec2()?, computed))
+        };
+        // On the CPU, passes run concurrently: each is a chain of ~50 operations, and running two
+        // chains side by side keeps both cores busy where splitting every small operation across
+        // them would not. A GPU takes them one after another.
+        let results: Vec<(Vec<Vec<f32>>, usize)> = if self.bert.supports_packed() {
+            passes.par_iter().map(run).collect::<Result<_>>()?
+        } else {
+            passes.iter().map(run).collect::<Result<_>>()?
+        };
+        progress.finish();
 
         let dim = self.dim();
         let mut out = vec![0f32; texts.len() * dim];
@@ -327,29 +355,46 @@ impl SentenceEncoder {
             texts: texts.len(),
             ..Default::default()
         };
-        let progress = Progress::new(texts.len() as u64, "encoding", options.progress);
-        for chunk in order.chunks(batch_size) {
-            let group: Vec<&Encoding> = chunk.iter().map(|&i| &encodings[i]).collect();
-            let real_tokens = group.iter().map(|e| e.get_ids().len()).sum::<usize>();
-            stats.tokens += real_tokens;
-            let emb = if self.bert.supports_packed() {
-                stats.padded_tokens += real_tokens;
-                self.embed_packed(&group)?
-            } else {
-                let (ids, mask) = self.pad_batch(&group)?;
-                stats.padded_tokens += ids.elem_count();
-                to_f32(&self.embed_batch(&ids, &mask, Mode::Infer)?)?
-            };
-            let rows: Vec<Vec<f32>> = emb.to_vec2()?;
-            for (&i, row) in chunk.iter().zip(rows) {
+        stats.tokens = encodings.iter().map(|e| e.get_ids().len()).sum();
+        for (pass, (rows, computed)) in passes.iter().zip(results) {
+            stats.padded_tokens += computed;
+            for (&i, row) in pass.iter().zip(rows) {
                 out[i * dim..(i + 1) * dim].copy_from_slice(&row);
             }
-            progress.inc(chunk.len() as u64);
         }
-        progress.finish();
         stats.seconds = start.elapsed().as_secs_f64();
         let tensor = Tensor::from_vec(out, (texts.len(), dim), &Device::Cpu)?;
         Ok((tensor, stats))
+    }
+
+    /// Groups text indices into forward passes: longest first, so each padded batch pads only to
+    /// its own longest member, at most `batch_size` texts, and for the unpadded CPU path at most
+    /// enough tokens to keep the largest activation (`tokens × intermediate_size` floats) within
+    /// 32 MB, where the allocator reuses buffers instead of mapping fresh pages each time.
+    fn plan_passes(&self, encodings: &[Encoding], batch_size: usize) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..encodings.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
+        let token_cap = if self.bert.supports_packed() {
+            ((32 << 20) / (4 * self.bert.config.intermediate_size.max(1))).max(self.max_seq_length)
+        } else {
+            usize::MAX
+        };
+        let mut passes: Vec<Vec<usize>> = Vec::new();
+        let mut tokens = 0;
+        for i in order {
+            let len = encodings[i].get_ids().len();
+            match passes.last_mut() {
+                Some(pass) if pass.len() < batch_size && tokens + len <= token_cap => {
+                    pass.push(i);
+                    tokens += len;
+                }
+                _ => {
+                    passes.push(vec![i]);
+                    tokens = len;
+                }
+            }
+        }
+        passes
     }
 }
 
