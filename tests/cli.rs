@@ -16,6 +16,18 @@ fn ragtune(args: &[&str]) -> Output {
         .expect("run ragtune")
 }
 
+fn encode(model: &Path, input: &Path, output: &Path) -> Output {
+    ragtune(&[
+        "encode",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ])
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).to_string()
 }
@@ -146,6 +158,49 @@ fn eval_retrieval_ranks_an_identical_document_first() {
             && shown.contains("2 queries, 4 documents"),
         "{shown}"
     );
+
+    // Two models side by side: the same model twice gives identical columns and a zero delta.
+    let other = common::write_tiny_model(&tmp.path().join("model2"), 16);
+    let out = ragtune(&[
+        "eval",
+        "retrieval",
+        "--model",
+        model.to_str().unwrap(),
+        "--model",
+        other.to_str().unwrap(),
+        "--beir",
+        beir.to_str().unwrap(),
+        "--split",
+        "test",
+        "--k",
+        "1,4",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let both: Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(both.as_object().unwrap().len(), 2);
+    assert_eq!(
+        both[model.to_str().unwrap()],
+        m,
+        "the first model's metrics are unchanged"
+    );
+    let out = ragtune(&[
+        "eval",
+        "retrieval",
+        "--model",
+        model.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--beir",
+        beir.to_str().unwrap(),
+        "--split",
+        "test",
+    ]);
+    let shown = text(&out.stdout);
+    assert!(
+        shown.contains("2 models side by side") && shown.contains("delta"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -159,15 +214,7 @@ fn encode_writes_the_library_embeddings() {
     )
     .unwrap();
     let output = tmp.path().join("emb.npy");
-    let out = ragtune(&[
-        "encode",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        output.to_str().unwrap(),
-    ]);
+    let out = encode(&model, &input, &output);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let report = text(&out.stderr);
     assert!(
@@ -205,15 +252,7 @@ fn encode_writes_the_library_embeddings() {
     }
 
     let parquet = tmp.path().join("emb.parquet");
-    let out = ragtune(&[
-        "encode",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        parquet.to_str().unwrap(),
-    ]);
+    let out = encode(&model, &input, &parquet);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let df = ragtune::data::read_table(&parquet).unwrap();
     assert_eq!(df.shape(), (3, 1));

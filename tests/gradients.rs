@@ -113,25 +113,9 @@ fn finite_difference(
 fn train_and_infer_modes_compute_the_same_function() {
     let (model, _) = common::tiny_bert(DType::F32);
     let (ids, mask) = batch();
-    let a: Vec<f32> = model
-        .forward(&ids, &mask, Mode::Train)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let b: Vec<f32> = model
-        .forward(&ids, &mask, Mode::Infer)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    let train = model.forward(&ids, &mask, Mode::Train).unwrap();
+    let infer = model.forward(&ids, &mask, Mode::Infer).unwrap();
+    let worst = common::max_abs_diff(&train, &infer);
     assert!(worst < 1e-5, "modes differ by {worst}");
 }
 
@@ -150,18 +134,6 @@ fn padding_does_not_change_an_embedding() {
     let padded = Pooling::Mean
         .apply(&model.forward(&ids, &mask, Mode::Infer).unwrap(), &mask)
         .unwrap();
-    let a: Vec<f32> = alone.flatten_all().unwrap().to_vec1().unwrap();
-    let b: Vec<f32> = padded
-        .narrow(0, 1, 1)
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .to_vec1()
-        .unwrap();
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    let worst = common::max_abs_diff(&alone, &padded.narrow(0, 1, 1).unwrap());
     assert!(worst < 1e-5, "padding changed the embedding by {worst}");
 }

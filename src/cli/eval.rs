@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use ragtune::eval::{evaluate_encoder, RetrievalEvalOptions};
+use ragtune::eval::{compare_models, comparison_frame, evaluate_encoder, RetrievalEvalOptions};
 use ragtune::models::{LoadOptions, SentenceEncoder};
 
 #[derive(Subcommand)]
@@ -15,9 +15,9 @@ pub enum EvalCommand {
 
 #[derive(Args)]
 pub struct RetrievalArgs {
-    /// Local folder or hub id (owner/name[@revision]).
-    #[arg(long)]
-    model: String,
+    /// Local folder or hub id (owner/name[@revision]); repeat to compare models side by side.
+    #[arg(long, required = true)]
+    model: Vec<String>,
     /// BEIR folder (corpus.jsonl, queries.jsonl, qrels/).
     #[arg(long)]
     beir: PathBuf,
@@ -29,7 +29,8 @@ pub struct RetrievalArgs {
     k: String,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
-    /// Print one JSON object (`{"ndcg@10": …}`) on stdout instead of a table.
+    /// Print one JSON object (`{"ndcg@10": …}`) on stdout instead of a table; with several
+    /// models, one such object per model, keyed by model.
     #[arg(long)]
     json: bool,
 }
@@ -42,21 +43,41 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
         ..Default::default()
     };
     let dataset = ragtune::data::load_beir(&args.beir, &args.split)?;
-    let encoder = SentenceEncoder::load(&args.model, &LoadOptions::default())?;
-    let report = evaluate_encoder(&encoder, &dataset, &options)?;
+    if let [model] = args.model.as_slice() {
+        let encoder = SentenceEncoder::load(model, &LoadOptions::default())?;
+        let report = evaluate_encoder(&encoder, &dataset, &options)?;
+        if args.json {
+            println!("{}", report.metrics_json());
+        } else {
+            println!(
+                "{} on {} split {} ({} queries, {} documents, encoded in {:.1} s)",
+                report.model,
+                report.dataset,
+                args.split,
+                report.queries,
+                report.documents,
+                report.encode_seconds
+            );
+            println!("{}", report.to_frame()?);
+        }
+        return Ok(());
+    }
+    let models: Vec<&str> = args.model.iter().map(String::as_str).collect();
+    let reports = compare_models(&models, &dataset, &LoadOptions::default(), &options)?;
     if args.json {
-        println!("{}", report.metrics_json());
+        let by_model: serde_json::Map<String, serde_json::Value> = reports
+            .iter()
+            .map(|r| (r.model.clone(), r.metrics_json()))
+            .collect();
+        println!("{}", serde_json::Value::Object(by_model));
     } else {
         println!(
-            "{} on {} split {} ({} queries, {} documents, encoded in {:.1} s)",
-            report.model,
-            report.dataset,
+            "{} split {}: {} models side by side",
+            dataset.name,
             args.split,
-            report.queries,
-            report.documents,
-            report.encode_seconds
+            reports.len()
         );
-        println!("{}", report.to_frame()?);
+        println!("{}", comparison_frame(&reports)?);
     }
     Ok(())
 }

@@ -310,7 +310,7 @@ impl Layer {
         let x = self.attn_norm.forward(&attended, Mode::Infer)?;
         let (wi, bi) = (d(&self.intermediate.weight), d(&self.intermediate.bias));
         let inner = match self.activation {
-            Activation::Gelu => fused::bias_gelu(&x.matmul(&wi.t()?)?, &bi)?,
+            Activation::Gelu => fused::linear_gelu(&x, &wi, &bi)?,
             Activation::GeluNew => self.intermediate.forward(&x, Mode::Infer)?.gelu()?,
             Activation::Relu => self.intermediate.forward(&x, Mode::Infer)?.relu()?,
         };

@@ -3,10 +3,10 @@
 //! candle's CPU element-wise ops run on one thread, one op per pass over memory, and its matmul
 //! zero-fills every output. On an encoder's `[tokens, hidden]` activations those passes cost as
 //! much as a third of the matrix products, so here: a linear layer writes its product straight
-//! onto its bias (and residual), the feed-forward bias and GELU are one parallel pass, and the
-//! attention softmax uses a vectorisable exp.
+//! onto its bias (and residual), the feed-forward GELU runs in place on the product's buffer, and
+//! the attention softmax uses a vectorisable exp.
 
-use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, Result, Storage, Tensor};
 use rayon::prelude::*;
 
 /// Runs `f` on the contiguous f32 CPU data of `t`.
@@ -29,6 +29,24 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
 /// `residual`: `[rows, out]`. The output starts as `bias + residual` and the matrix product is
 /// accumulated onto it, so there is no separate add pass and no zero fill.
 pub fn linear(x: &Tensor, w: &Tensor, bias: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
+    let (out, rows, out_dim) = linear_values(x, w, bias, residual)?;
+    Tensor::from_vec(out, (rows, out_dim), x.device())
+}
+
+/// `gelu_erf(x · wᵀ + bias)`: the feed-forward input projection and its activation, with the
+/// activation applied in parallel on the product's own buffer.
+pub fn linear_gelu(x: &Tensor, w: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (mut out, rows, out_dim) = linear_values(x, w, bias, None)?;
+    out.par_chunks_mut(1 << 16).for_each(gelu_dispatch);
+    Tensor::from_vec(out, (rows, out_dim), x.device())
+}
+
+fn linear_values(
+    x: &Tensor,
+    w: &Tensor,
+    bias: &Tensor,
+    residual: Option<&Tensor>,
+) -> Result<(Vec<f32>, usize, usize)> {
     let x = x.contiguous()?;
     let (rows, inner) = x.dims2()?;
     let (out_dim, w_inner) = w.dims2()?;
@@ -57,9 +75,12 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: &Tensor, residual: Option<&Tensor>) 
             Ok(())
         })?;
     }
+    // Split a product across threads only when this call is not already one of several running
+    // side by side (the encoder runs passes concurrently), and when it is big enough to pay for
+    // the hand-off.
     let threads = rayon::current_num_threads();
-    // Small products lose more to thread hand-off than they gain.
-    let parallelism = if threads > 1 && rows * out_dim * inner >= 1 << 18 {
+    let nested = rayon::current_thread_index().is_some();
+    let parallelism = if threads > 1 && !nested && rows * out_dim * inner >= 1 << 18 {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
@@ -93,7 +114,7 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: &Tensor, residual: Option<&Tensor>) 
             Ok(())
         })
     })?;
-    Tensor::from_vec(out, (rows, out_dim), x.device())
+    Ok((out, rows, out_dim))
 }
 
 /// e^x for x ≤ 0 (softmax after subtracting the row max): Cody–Waite range reduction to
@@ -196,76 +217,25 @@ fn erf(x: f32) -> f32 {
 }
 
 #[inline(always)]
-fn bias_gelu_rows(out: &mut [f32], x: &[f32], bias: &[f32]) {
-    for (o_row, x_row) in out
-        .chunks_exact_mut(bias.len())
-        .zip(x.chunks_exact(bias.len()))
-    {
-        for ((o, &v), &b) in o_row.iter_mut().zip(x_row).zip(bias) {
-            let v = v + b;
-            *o = 0.5 * v * (1.0 + erf(v * std::f32::consts::FRAC_1_SQRT_2));
-        }
+fn gelu_in_place(values: &mut [f32]) {
+    for v in values.iter_mut() {
+        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn bias_gelu_rows_avx2(out: &mut [f32], x: &[f32], bias: &[f32]) {
-    bias_gelu_rows(out, x, bias)
+unsafe fn gelu_in_place_avx2(values: &mut [f32]) {
+    gelu_in_place(values)
 }
 
-fn bias_gelu_dispatch(out: &mut [f32], x: &[f32], bias: &[f32]) {
+fn gelu_dispatch(values: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe { bias_gelu_rows_avx2(out, x, bias) };
+        return unsafe { gelu_in_place_avx2(values) };
     }
-    bias_gelu_rows(out, x, bias)
-}
-
-struct BiasGelu;
-
-impl CustomOp2 for BiasGelu {
-    fn name(&self) -> &'static str {
-        "bias-gelu-erf"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(b)) = (s1, s2) else {
-            candle_core::bail!("bias-gelu runs on f32 only");
-        };
-        let (Some((xs, xe)), Some((bs, be))) = (l1.contiguous_offsets(), l2.contiguous_offsets())
-        else {
-            candle_core::bail!("bias-gelu needs contiguous inputs");
-        };
-        let (x, bias) = (&x[xs..xe], &b[bs..be]);
-        let width = bias.len();
-        if width == 0 || x.len() % width != 0 || l1.shape().dims().last() != Some(&width) {
-            candle_core::bail!(
-                "bias-gelu: bias of {width} does not fit input {:?}",
-                l1.shape()
-            );
-        }
-        let mut out = vec![0f32; x.len()];
-        // Row blocks of ~64k elements: big enough to amortise scheduling, small enough to balance.
-        let rows_per_task = (65_536 / width).max(1);
-        out.par_chunks_mut(rows_per_task * width)
-            .zip(x.par_chunks(rows_per_task * width))
-            .for_each(|(o, x)| bias_gelu_dispatch(o, x, bias));
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
-}
-
-/// `gelu_erf(x + bias)` with `bias` broadcast over the last dimension, in one parallel pass.
-pub fn bias_gelu(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    x.contiguous()?
-        .apply_op2_no_bwd(&bias.contiguous()?, &BiasGelu)
+    gelu_in_place(values)
 }
 
 #[cfg(test)]
@@ -324,36 +294,32 @@ mod tests {
     }
 
     #[test]
-    fn erf_is_accurate_and_bias_gelu_matches_candle() {
+    fn erf_is_accurate_and_linear_gelu_matches_candle() {
         for i in -600..=600 {
             let x = i as f64 / 100.0;
             let exact = candle_core::cpu::erf::erf_f64(x);
             assert!((erf(x as f32) as f64 - exact).abs() < 4e-7, "erf({x})");
         }
-        let x = (Tensor::randn(0f32, 3., (37, 24), &Device::Cpu).unwrap())
-            .contiguous()
-            .unwrap();
-        let b = Tensor::randn(0f32, 1., 24, &Device::Cpu).unwrap();
-        let ours: Vec<f32> = bias_gelu(&x, &b)
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 1., (37, 24), &dev).unwrap();
+        let w = Tensor::randn(0f32, 1., (40, 24), &dev).unwrap();
+        let b = Tensor::randn(0f32, 1., 40, &dev).unwrap();
+        let ours = linear_gelu(&x, &w, &b).unwrap();
+        let reference = x
+            .matmul(&w.t().unwrap())
             .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let reference: Vec<f32> = x
             .broadcast_add(&b)
             .unwrap()
             .gelu_erf()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
             .unwrap();
-        let worst = ours
-            .iter()
-            .zip(&reference)
-            .map(|(a, b)| (a - b).abs())
-            .fold(0f32, f32::max);
-        assert!(worst < 2e-6, "bias-gelu differs from candle by {worst}");
+        let worst = (ours - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(worst < 2e-5, "linear-gelu differs from candle by {worst}");
     }
 }
