@@ -91,6 +91,18 @@ pub fn read_npy(path: &Path) -> Result<Tensor> {
     )?)
 }
 
+/// Writes embeddings by extension: `.npy`, or a table with one `embedding` column.
+pub fn write_embeddings(embeddings: &Tensor, path: &Path) -> Result<()> {
+    if path.extension().is_some_and(|e| e == "npy") {
+        return write_npy(path, embeddings);
+    }
+    let df = DataFrame::new(
+        embeddings.dims2()?.0,
+        vec![embeddings_column("embedding", embeddings)?],
+    )?;
+    super::table::write_table(&df, path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,16 +124,4 @@ mod tests {
         assert_eq!(col.len(), 2);
         assert_eq!(col.dtype(), &DataType::List(Box::new(DataType::Float32)));
     }
-}
-
-/// Writes embeddings by extension: `.npy`, or a table with one `embedding` column.
-pub fn write_embeddings(embeddings: &Tensor, path: &Path) -> Result<()> {
-    if path.extension().is_some_and(|e| e == "npy") {
-        return write_npy(path, embeddings);
-    }
-    let df = DataFrame::new(
-        embeddings.dims2()?.0,
-        vec![embeddings_column("embedding", embeddings)?],
-    )?;
-    super::table::write_table(&df, path)
 }

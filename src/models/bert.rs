@@ -72,7 +72,9 @@ impl BertConfig {
 
     /// Rejects configurations this implementation would compute wrongly instead of failing later.
     pub fn validate(&self) -> anyhow::Result<()> {
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             anyhow::bail!(
                 "config.json: hidden_size {} is not divisible by num_attention_heads {}",
                 self.hidden_size,
