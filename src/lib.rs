@@ -4,13 +4,18 @@
 //! where their weights come from) → [`eval`] (retrieval metrics). [`script`] is the Rhai skin over
 //! all of it, and the `ragtune` binary a thin command line on top. See `docs/ARCHITECTURE.md`.
 
+pub mod charts;
 pub mod data;
 pub mod eval;
+pub mod fingerprint;
+pub mod mine;
 pub mod models;
 pub mod progress;
 pub mod runtime;
 pub mod script;
+pub mod train;
 
 pub use data::RetrievalDataset;
 pub use eval::{evaluate_encoder, RetrievalEvalOptions, RetrievalReport};
 pub use models::{EncodeOptions, LoadOptions, SentenceEncoder};
+pub use train::{LossConfig, TrainConfig, Trainer, TrainingSet};

@@ -21,6 +21,27 @@ impl Progress {
         Self(bar)
     }
 
+    /// A bar counting optimizer steps, whose message shows loss and learning rate.
+    pub fn steps(total: u64, enabled: bool) -> Self {
+        let bar = Self::new(total, "training", enabled);
+        bar.0.set_style(
+            ProgressStyle::with_template(
+                "{msg} [{bar:30}] step {pos}/{len} ({elapsed} elapsed, eta {eta})",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
+        );
+        bar
+    }
+
+    pub fn set_message(&self, message: String) {
+        self.0.set_message(message);
+    }
+
+    pub fn set_position(&self, position: u64) {
+        self.0.set_position(position);
+    }
+
     pub fn inc(&self, n: u64) {
         self.0.inc(n);
     }

@@ -3,7 +3,9 @@
 
 mod encode;
 mod eval;
+mod mine;
 mod run;
+mod train;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -28,6 +30,11 @@ enum Command {
     Encode(encode::EncodeArgs),
     /// Run a Rhai script (a recipe).
     Run(run::RunArgs),
+    /// Fine-tune a model.
+    #[command(subcommand)]
+    Train(train::TrainCommand),
+    /// Mine hard negatives for (query, positive) pairs with an embedding model.
+    Mine(mine::MineArgs),
 }
 
 pub fn main() -> Result<()> {
@@ -35,6 +42,8 @@ pub fn main() -> Result<()> {
         Command::Eval(cmd) => eval::run(cmd),
         Command::Encode(args) => encode::run(args),
         Command::Run(args) => run::run(args),
+        Command::Train(cmd) => train::run(cmd),
+        Command::Mine(args) => mine::run(args),
     }
 }
 

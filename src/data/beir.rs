@@ -10,9 +10,8 @@ use super::jsonl::{optional_string_field, read_objects, string_field};
 use super::retrieval::{Document, RetrievalDataset};
 use super::table::str_column;
 
-/// Loads a BEIR directory for one qrels split. Only the queries judged in that split are kept,
-/// as BEIR's own loader does.
-pub fn load_beir(dir: &Path, split: &str) -> Result<RetrievalDataset> {
+/// The documents of a BEIR directory's `corpus.jsonl`.
+pub fn load_beir_corpus(dir: &Path) -> Result<Vec<Document>> {
     if !dir.is_dir() {
         bail!(
             "{}: not a directory (expected a BEIR folder with corpus.jsonl)",
@@ -33,6 +32,13 @@ pub fn load_beir(dir: &Path, split: &str) -> Result<RetrievalDataset> {
     if docs.is_empty() {
         bail!("{}: no documents", corpus_path.display());
     }
+    Ok(docs)
+}
+
+/// Loads a BEIR directory for one qrels split. Only the queries judged in that split are kept,
+/// as BEIR's own loader does.
+pub fn load_beir(dir: &Path, split: &str) -> Result<RetrievalDataset> {
+    let docs = load_beir_corpus(dir)?;
 
     let queries_path = dir.join("queries.jsonl");
     let all_queries = read_objects(&queries_path)?

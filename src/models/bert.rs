@@ -9,7 +9,7 @@
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Whether a forward pass must be differentiable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +20,7 @@ pub enum Mode {
     Train,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Activation {
     /// The exact erf-based GELU (Hugging Face's "gelu").
@@ -32,7 +32,7 @@ pub enum Activation {
 }
 
 /// The fields of a Hugging Face `config.json` that a BERT-family encoder needs.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 pub struct BertConfig {
     pub vocab_size: usize,
     pub hidden_size: usize,
@@ -145,9 +145,13 @@ impl LayerNorm {
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let (w, b) = weights_for(mode, &self.weight, &self.bias);
+        // candle's fused kernel has no backward pass and no f64 implementation: the composed
+        // form serves training and f64 inference.
         match mode {
-            Mode::Infer => candle_nn::ops::layer_norm(&x.contiguous()?, &w, &b, self.eps as f32),
-            Mode::Train => {
+            Mode::Infer if x.dtype() != DType::F64 => {
+                candle_nn::ops::layer_norm(&x.contiguous()?, &w, &b, self.eps as f32)
+            }
+            _ => {
                 let mean = x.mean_keepdim(D::Minus1)?;
                 let centered = x.broadcast_sub(&mean)?;
                 let var = centered.sqr()?.mean_keepdim(D::Minus1)?;

@@ -97,6 +97,11 @@ pub struct SentenceEncoder {
     pub pooling: Pooling,
     pub normalize: bool,
     pad_id: u32,
+    /// `config.json` as read (or as built), written back unchanged on save.
+    pub config_json: serde_json::Value,
+    /// The folder the tokenizer came from: its companion files (`tokenizer_config.json`,
+    /// `vocab.txt`, …) are copied on save. `None` for encoders assembled in memory.
+    pub tokenizer_dir: Option<std::path::PathBuf>,
 }
 
 impl SentenceEncoder {
@@ -116,7 +121,9 @@ impl SentenceEncoder {
             }
         };
         let config_path = source.file(&prefix("config.json"))?;
-        let config: BertConfig = read_json(&config_path)?;
+        let config_json: serde_json::Value = read_json(&config_path)?;
+        let config: BertConfig = serde_json::from_value(config_json.clone())
+            .with_context(|| format!("parsing {}", config_path.display()))?;
         config
             .validate()
             .with_context(|| config_path.display().to_string())?;
@@ -162,7 +169,7 @@ impl SentenceEncoder {
         })?;
         ensure_all_loaded(&varmap, &loaded, &weights_path)?;
 
-        Self::from_parts(
+        let mut encoder = Self::from_parts(
             source.display_name(),
             bert,
             varmap,
@@ -171,7 +178,10 @@ impl SentenceEncoder {
             do_lower_case,
             pooling,
             layout.normalize,
-        )
+        )?;
+        encoder.config_json = config_json;
+        encoder.tokenizer_dir = tokenizer_path.parent().map(|p| p.to_path_buf());
+        Ok(encoder)
     }
 
     /// Assembles an encoder from parts (tests build tiny random models this way).
@@ -201,8 +211,11 @@ impl SentenceEncoder {
                 ..Default::default()
             }))
             .map_err(|e| anyhow::anyhow!("cannot set truncation: {e}"))?;
+        let config_json = serde_json::to_value(&bert.config)?;
         Ok(Self {
             name,
+            config_json,
+            tokenizer_dir: None,
             bert,
             varmap,
             tokenizer,
@@ -283,6 +296,20 @@ impl SentenceEncoder {
         } else {
             pooled
         })
+    }
+
+    /// Sentence embeddings `[texts, dim]` of `texts` as one padded batch: the training forward
+    /// pass (differentiable in [`Mode::Train`]), rows in input order.
+    pub fn embed_texts<S: AsRef<str> + Sync>(&self, texts: &[S], mode: Mode) -> Result<Tensor> {
+        let encodings = self.tokenize(texts)?;
+        let group: Vec<&Encoding> = encodings.iter().collect();
+        let (ids, mask) = self.pad_batch(&group)?;
+        self.embed_batch(&ids, &mask, mode)
+    }
+
+    /// Renames the encoder (reports and model cards show this name).
+    pub fn set_name(&mut self, name: impl Into<String>) {
+        self.name = name.into();
     }
 
     /// Sentence embeddings `[batch, dim]` computed without padding (CPU f32 inference); the

@@ -7,6 +7,7 @@ pub mod encoder;
 pub mod fused;
 pub mod hub;
 pub mod pooling;
+pub mod save;
 pub mod weights;
 
 pub use encoder::{EncodeOptions, EncodeStats, LoadOptions, SentenceEncoder};

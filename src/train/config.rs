@@ -1,0 +1,93 @@
+//! The trainer's settings, shared by Rust, scripts (`#{epochs: 1, lr: 2e-5}`) and the CLI.
+//! Defaults are sentence-transformers' / Hugging Face Trainer's, except the batch sampler, which
+//! defaults to NO_DUPLICATES because the in-batch-negative losses need it.
+
+use serde::{Deserialize, Serialize};
+
+use super::sampler::BatchSampler;
+use super::schedule::Decay;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    /// Stop after this many optimizer steps (overrides `epochs` when smaller).
+    pub max_steps: Option<usize>,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Warm-up as a share of all steps (rounded up), unless `warmup_steps` is given.
+    pub warmup_ratio: f64,
+    pub warmup_steps: Option<usize>,
+    /// Decay after warm-up: linear, cosine or constant.
+    pub scheduler: Decay,
+    /// Clip the global gradient norm to this (0 disables).
+    pub max_grad_norm: f64,
+    /// Batches whose gradients are summed (averaged) before each optimizer step.
+    pub gradient_accumulation_steps: usize,
+    pub seed: u64,
+    pub batch_sampler: BatchSampler,
+    /// Evaluate on the dev set every this many steps (and before and after training).
+    pub eval_steps: Option<usize>,
+    /// Dev metric that picks the best checkpoint.
+    pub metric_for_best: String,
+    /// Write a resumable checkpoint every this many steps (and at the end).
+    pub save_steps: usize,
+    pub progress: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 1,
+            max_steps: None,
+            batch_size: 32,
+            lr: 5e-5,
+            weight_decay: 0.0,
+            warmup_ratio: 0.0,
+            warmup_steps: None,
+            scheduler: Decay::Linear,
+            max_grad_norm: 1.0,
+            gradient_accumulation_steps: 1,
+            seed: 42,
+            batch_sampler: BatchSampler::NoDuplicates,
+            eval_steps: None,
+            metric_for_best: "ndcg@10".into(),
+            save_steps: 50,
+            progress: true,
+        }
+    }
+}
+
+impl TrainConfig {
+    /// The settings that differ from the defaults, as JSON (for the model card).
+    pub fn non_defaults(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mine = serde_json::to_value(self).expect("config serialises");
+        let base = serde_json::to_value(Self::default()).expect("config serialises");
+        let (serde_json::Value::Object(mine), serde_json::Value::Object(base)) = (mine, base)
+        else {
+            unreachable!("structs serialise to objects")
+        };
+        mine.into_iter()
+            .filter(|(k, v)| base.get(k) != Some(v) && k != "progress")
+            .collect()
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.batch_size == 0 || self.gradient_accumulation_steps == 0 || self.save_steps == 0 {
+            anyhow::bail!(
+                "batch_size, gradient_accumulation_steps and save_steps must be at least 1"
+            );
+        }
+        if self.epochs == 0 && self.max_steps.is_none() {
+            anyhow::bail!("epochs is 0 and max_steps is unset: nothing to train");
+        }
+        if !(self.lr > 0.0) || !self.lr.is_finite() {
+            anyhow::bail!("lr must be a positive number, got {}", self.lr);
+        }
+        if !(0.0..1.0).contains(&self.warmup_ratio) {
+            anyhow::bail!("warmup_ratio must be in [0, 1), got {}", self.warmup_ratio);
+        }
+        Ok(())
+    }
+}

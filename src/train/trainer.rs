@@ -1,0 +1,307 @@
+//! The one training loop every embedding loss plugs into.
+//!
+//! Plan: the batches of every epoch are fixed up front from the seed, end to end; optimizer step
+//! `s` consumes batches `s·accum … (s+1)·accum`. Everything a step depends on — its batches, its
+//! learning rate — is a function of `s`, so resuming from a checkpoint at step `s` (weights and
+//! AdamW moments restored) continues to exactly the weights an uninterrupted run reaches.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::card::{write_model_card, CardFacts};
+use super::checkpoint::{self, TrainerState};
+use super::config::TrainConfig;
+use super::dataset::TrainingSet;
+use super::log::{LogEntry, TrainLog};
+use super::losses::LossConfig;
+use super::optim::{AdamW, AdamWConfig, Grads, Params};
+use super::sampler::epoch_batches;
+use super::schedule::Schedule;
+use super::step::loss_and_grads;
+use crate::data::RetrievalDataset;
+use crate::eval::metrics::MetricValues;
+use crate::eval::{evaluate_encoder, RetrievalEvalOptions};
+use crate::fingerprint::Fingerprint;
+use crate::models::{LoadOptions, SentenceEncoder};
+use crate::progress::Progress;
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainOutcome {
+    pub output: PathBuf,
+    pub loss: String,
+    pub steps: usize,
+    pub examples: usize,
+    /// Wall-clock seconds of training (across resumed runs), excluding dev evaluations.
+    pub seconds: f64,
+    pub seconds_per_step: f64,
+    pub final_loss: f64,
+    pub dev_before: Option<MetricValues>,
+    pub dev_after: Option<MetricValues>,
+    /// Best dev score and its step (the model at `output/best`).
+    pub best: Option<(f64, usize)>,
+    pub resumed_from: Option<usize>,
+}
+
+/// Fine-tunes `encoder` in place on `data` and writes the result to `output`.
+pub struct Trainer<'a> {
+    pub encoder: &'a SentenceEncoder,
+    pub data: &'a TrainingSet,
+    pub loss: LossConfig,
+    pub config: TrainConfig,
+    /// A dev set evaluated before, every `eval_steps`, and after training.
+    pub dev: Option<&'a RetrievalDataset>,
+}
+
+impl Trainer<'_> {
+    /// Trains into `output`. With `resume`, continues from the newest checkpoint there (settings
+    /// and data must match); without it, an output folder holding checkpoints is refused rather
+    /// than overwritten.
+    pub fn run(&self, output: &Path, resume: bool) -> Result<TrainOutcome> {
+        let config = &self.config;
+        config.validate()?;
+        let load = LoadOptions {
+            device: self.encoder.device().clone(),
+            dtype: self.encoder.bert.dtype(),
+        };
+        let (loss, mini_batch) = self.loss.build(&load)?;
+        loss.check(self.data)?;
+        std::fs::create_dir_all(output)
+            .with_context(|| format!("creating {}", output.display()))?;
+
+        let plan = self.plan();
+        let total = plan.len().div_ceil(config.gradient_accumulation_steps);
+        let total = config.max_steps.map_or(total, |m| m.min(total));
+        let schedule = Schedule {
+            lr: config.lr,
+            warmup_steps: Schedule::warmup(total, config.warmup_steps, config.warmup_ratio),
+            total_steps: total,
+            decay: config.scheduler,
+        };
+        let params = Params::from_varmap(&self.encoder.varmap, |_| false);
+        let mut optimizer = AdamW::new(
+            params.clone(),
+            AdamWConfig {
+                weight_decay: config.weight_decay,
+                ..Default::default()
+            },
+        )?;
+        let fingerprint = self.fingerprint()?;
+        let log_path = output.join("train_log.jsonl");
+
+        let mut start = 0;
+        let mut best = None;
+        let mut seconds = 0.0;
+        let mut resumed_from = None;
+        let mut log = match checkpoint::latest(output)? {
+            Some((dir, state)) if resume => {
+                checkpoint::check_fingerprint(&state, &fingerprint, &dir)?;
+                self.encoder
+                    .varmap
+                    .clone()
+                    .load(dir.join("model.safetensors"))
+                    .with_context(|| format!("restoring weights from {}", dir.display()))?;
+                optimizer.load(&dir.join("optimizer.safetensors"), state.step)?;
+                (start, best, seconds, resumed_from) = (state.step, state.best, state.seconds, Some(state.step));
+                eprintln!("resuming from {} (step {} of {total})", dir.display(), state.step);
+                TrainLog::resume(&log_path, state.log_lines)?
+            }
+            Some((dir, _)) => bail!(
+                "{} holds a checkpoint of an earlier run ({}): pass --resume (resume: true) to continue it, \
+                 or train into another output folder",
+                output.display(),
+                dir.display()
+            ),
+            None => {
+                if resume {
+                    eprintln!("no checkpoint in {}: starting from the beginning", output.display());
+                }
+                TrainLog::create(&log_path)?
+            }
+        };
+
+        if start == 0 {
+            self.evaluate(0, &mut log, &mut best, output)?;
+        }
+        let progress = Progress::steps(total as u64, config.progress);
+        progress.set_position(start as u64);
+        let mut last_loss = f64::NAN;
+        for step in start..total {
+            let began = Instant::now();
+            let micro = &plan[step * config.gradient_accumulation_steps
+                ..((step + 1) * config.gradient_accumulation_steps).min(plan.len())];
+            let mut grads = Grads(vec![None; params.len()]);
+            let mut loss_sum = 0.0;
+            for (_, rows) in micro {
+                let batch = self.data.batch(rows);
+                let (value, g) =
+                    loss_and_grads(self.encoder, &params, loss.as_ref(), &batch, mini_batch)
+                        .with_context(|| format!("training step {}", step + 1))?;
+                if !value.is_finite() {
+                    bail!(
+                        "training step {}: the loss is {value}; lower the learning rate",
+                        step + 1
+                    );
+                }
+                loss_sum += value;
+                grads.accumulate(g)?;
+            }
+            if micro.len() > 1 {
+                grads.scale(1.0 / micro.len() as f64)?;
+            }
+            let grad_norm = grads.clip(config.max_grad_norm)?;
+            let lr = schedule.lr_at(step);
+            optimizer.step(&grads, lr)?;
+            last_loss = loss_sum / micro.len() as f64;
+            seconds += began.elapsed().as_secs_f64();
+            log.push(LogEntry::Loss {
+                step: step + 1,
+                epoch: micro[0].0,
+                loss: last_loss,
+                lr,
+                grad_norm,
+                seconds,
+            })?;
+            progress.set_message(format!("loss {last_loss:.4} lr {lr:.2e}"));
+            progress.inc(1);
+
+            let done = step + 1;
+            if config.eval_steps.is_some_and(|n| done % n == 0) && done < total {
+                self.evaluate(done, &mut log, &mut best, output)?;
+            }
+            if done % config.save_steps == 0 || done == total {
+                let state = TrainerState {
+                    step: done,
+                    total_steps: total,
+                    best,
+                    log_lines: log.entries.len(),
+                    seconds,
+                    fingerprint: fingerprint.clone(),
+                };
+                checkpoint::save(output, &state, |dir| {
+                    self.encoder.save_weights(&dir.join("model.safetensors"))?;
+                    optimizer.save(&dir.join("optimizer.safetensors"))
+                })?;
+            }
+        }
+        progress.finish();
+        if !log.evals().any(|(s, _)| s == total) {
+            self.evaluate(total, &mut log, &mut best, output)?;
+        }
+
+        self.encoder.save(output)?;
+        log.chart(&config.metric_for_best)
+            .write_html(&output.join("training.html"))?;
+        let dev_at = |s: usize| {
+            log.evals()
+                .find(|(step, _)| *step == s)
+                .map(|(_, m)| m.clone())
+        };
+        if last_loss.is_nan() {
+            last_loss = log
+                .entries
+                .iter()
+                .rev()
+                .find_map(|e| match e {
+                    LogEntry::Loss { loss, .. } => Some(*loss),
+                    _ => None,
+                })
+                .unwrap_or(f64::NAN);
+        }
+        let outcome = TrainOutcome {
+            output: output.to_path_buf(),
+            loss: loss.name(),
+            steps: total,
+            examples: self.data.len(),
+            seconds,
+            seconds_per_step: seconds / total.max(1) as f64,
+            final_loss: last_loss,
+            dev_before: dev_at(0),
+            dev_after: dev_at(total),
+            best,
+            resumed_from,
+        };
+        write_model_card(
+            &output.join("README.md"),
+            &CardFacts {
+                base_model: self.encoder.name(),
+                data: self.data,
+                loss: loss.as_ref(),
+                loss_config: &self.loss,
+                config,
+                dev: self.dev.map(|d| d.name.as_str()),
+                outcome: &outcome,
+                device: &format!("{:?}", self.encoder.device()),
+            },
+        )?;
+        Ok(outcome)
+    }
+
+    /// (epoch, rows) of every batch the run will see, in order: `epochs` epochs, or with
+    /// `max_steps` as many epochs as those steps need (as Transformers, max_steps wins).
+    fn plan(&self) -> Vec<(usize, Vec<usize>)> {
+        let c = &self.config;
+        let target = c.max_steps.map(|m| m * c.gradient_accumulation_steps);
+        let mut plan = vec![];
+        let mut epoch = 0;
+        while target.map_or(epoch < c.epochs, |t| plan.len() < t) {
+            let batches = epoch_batches(self.data, c.batch_size, c.batch_sampler, c.seed, epoch);
+            if batches.is_empty() {
+                break;
+            }
+            plan.extend(batches.into_iter().map(|rows| (epoch, rows)));
+            epoch += 1;
+        }
+        plan
+    }
+
+    fn evaluate(
+        &self,
+        step: usize,
+        log: &mut TrainLog,
+        best: &mut Option<(f64, usize)>,
+        output: &Path,
+    ) -> Result<()> {
+        let Some(dev) = self.dev else { return Ok(()) };
+        let options = RetrievalEvalOptions {
+            progress: false,
+            ..Default::default()
+        };
+        let report =
+            evaluate_encoder(self.encoder, dev, &options).context("evaluating on the dev set")?;
+        let metric = &self.config.metric_for_best;
+        let Some(&score) = report.metrics.get(metric) else {
+            bail!("metric_for_best `{metric}` is not among the dev metrics (e.g. ndcg@10, mrr@10, recall@100)");
+        };
+        if best.is_none_or(|(b, _)| score > b) {
+            *best = Some((score, step));
+            self.encoder.save(&output.join("best"))?;
+        }
+        log.push(LogEntry::Eval {
+            step,
+            metrics: report.metrics,
+        })
+    }
+
+    /// A stable hash of what determines the run: settings, loss, data and base model.
+    fn fingerprint(&self) -> Result<String> {
+        let mut config = self.config.clone();
+        config.progress = false;
+        let mut h = Fingerprint::default();
+        h.text(&serde_json::to_string(&config)?)
+            .text(&serde_json::to_string(&self.loss)?)
+            .text(self.encoder.name());
+        for text in self.data.texts.iter().flatten() {
+            h.text(text);
+        }
+        if let Some((_, labels)) = &self.data.labels {
+            for v in labels.iter().flatten() {
+                h.write(&v.to_le_bytes());
+            }
+        }
+        Ok(h.hex())
+    }
+}

@@ -1,0 +1,435 @@
+//! Fine-tuning through the public API and the CLI: GradCache gives plain MNRL's gradients, a run
+//! killed with SIGKILL and resumed ends on the same weights as an uninterrupted one, every loss
+//! trains, and bad settings are refused with a clear message.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use candle_core::{DType, Tensor};
+use polars::prelude::*;
+use ragtune::models::LoadOptions;
+use ragtune::train::optim::Params;
+use ragtune::train::step::loss_and_grads;
+use ragtune::train::{LossConfig, LossName, TrainConfig, Trainer, TrainingSet};
+use ragtune::SentenceEncoder;
+
+const WORDS: &[&str] = &[
+    "bee", "honey", "queen", "hive", "wax", "mite", "swarm", "comb", "brood", "the", "of", "in",
+];
+
+/// A short phrase of vocabulary words; the letter run at the end makes every row's text unique.
+fn phrase(i: usize, salt: usize) -> String {
+    let words: Vec<&str> = (0..3 + (i + salt) % 4)
+        .map(|k| WORDS[(i * 7 + k * 3 + salt) % WORDS.len()])
+        .collect();
+    let tail = ["a", "b", "c", "d", "e", "f", "g", "h"][i % 8].repeat(1 + i / 8);
+    format!("{} {tail}", words.join(" "))
+}
+
+/// `n` rows of (anchor, positive, negative) made of vocabulary words, all texts distinct.
+fn triplets(n: usize) -> TrainingSet {
+    TrainingSet {
+        columns: vec!["anchor".into(), "positive".into(), "negative".into()],
+        texts: vec![
+            (0..n).map(|i| format!("what {}", phrase(i, 0))).collect(),
+            (0..n).map(|i| phrase(i, 1)).collect(),
+            (0..n).map(|i| format!("my {}", phrase(i, 2))).collect(),
+        ],
+        labels: None,
+    }
+}
+
+fn tiny_encoder(dir: &Path, dtype: DType) -> SentenceEncoder {
+    let model = common::write_tiny_model(dir, 24);
+    SentenceEncoder::load(
+        model.to_str().unwrap(),
+        &LoadOptions {
+            dtype,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn weights(encoder: &SentenceEncoder) -> HashMap<String, Vec<f64>> {
+    encoder
+        .varmap
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.clone(),
+                v.flatten_all()
+                    .unwrap()
+                    .to_dtype(DType::F64)
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn gradcache_gives_plain_mnrl_loss_and_gradients() {
+    let tmp = tempfile::tempdir().unwrap();
+    let encoder = tiny_encoder(tmp.path(), DType::F64);
+    let params = Params::from_varmap(&encoder.varmap, |_| false);
+    let data = triplets(7);
+    let batch = data.batch(&(0..7).collect::<Vec<_>>());
+    let (loss, _) = LossConfig::named(LossName::Mnrl)
+        .build(&LoadOptions::default())
+        .unwrap();
+    let (plain_loss, plain) =
+        loss_and_grads(&encoder, &params, loss.as_ref(), &batch, None).unwrap();
+    // Mini-batches of 3 over 7 rows: uneven chunks on purpose.
+    let (cached_loss, cached) =
+        loss_and_grads(&encoder, &params, loss.as_ref(), &batch, Some(3)).unwrap();
+    assert!(
+        (plain_loss - cached_loss).abs() < 1e-10,
+        "{plain_loss} vs {cached_loss}"
+    );
+    let mut compared = 0;
+    for (name, (a, b)) in params.names.iter().zip(plain.0.iter().zip(&cached.0)) {
+        match (a, b) {
+            (Some(a), Some(b)) => {
+                let scale = a
+                    .abs()
+                    .unwrap()
+                    .max_keepdim(0)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap();
+                let diff = common::max_abs_diff(a, b) as f64;
+                assert!(
+                    diff <= 1e-9 * scale.max(1.0),
+                    "{name}: gradients differ by {diff}"
+                );
+                compared += 1;
+            }
+            (None, None) => {}
+            _ => panic!("{name}: one path has a gradient and the other not"),
+        }
+    }
+    assert_eq!(
+        params.len(),
+        5 + 2 * 16,
+        "3 embedding tables + LayerNorm, 16 tensors per layer"
+    );
+    assert_eq!(
+        compared,
+        params.len(),
+        "every parameter has a gradient on both paths"
+    );
+}
+
+#[test]
+fn every_loss_trains_and_moves_the_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = common::write_tiny_model(&tmp.path().join("base"), 24);
+    let pairs_with_score = {
+        let t = triplets(12);
+        TrainingSet {
+            columns: vec!["sentence_a".into(), "sentence_b".into()],
+            texts: vec![t.texts[0].clone(), t.texts[1].clone()],
+            labels: Some((
+                "score".into(),
+                (0..12).map(|i| vec![(i % 4) as f32 / 3.0]).collect(),
+            )),
+        }
+    };
+    let with_margins = TrainingSet {
+        labels: Some((
+            "label".into(),
+            (0..12).map(|i| vec![0.1 * i as f32]).collect(),
+        )),
+        ..triplets(12)
+    };
+    let cases: Vec<(LossConfig, TrainingSet)> = vec![
+        (LossConfig::named(LossName::Mnrl), triplets(12)),
+        (LossConfig::named(LossName::MnrlSymmetric), triplets(12)),
+        (
+            LossConfig {
+                mini_batch_size: Some(4),
+                ..LossConfig::named(LossName::CachedMnrl)
+            },
+            triplets(12),
+        ),
+        (
+            LossConfig {
+                guide_model: Some(base.to_str().unwrap().into()),
+                ..LossConfig::named(LossName::Gist)
+            },
+            triplets(12),
+        ),
+        (LossConfig::named(LossName::Triplet), triplets(12)),
+        (LossConfig::named(LossName::Cosent), pairs_with_score),
+        (LossConfig::named(LossName::MarginMse), with_margins),
+        (
+            LossConfig {
+                matryoshka_dims: vec![8, 4],
+                ..LossConfig::named(LossName::Mnrl)
+            },
+            triplets(12),
+        ),
+    ];
+    for (i, (loss, data)) in cases.into_iter().enumerate() {
+        let encoder = SentenceEncoder::load(base.to_str().unwrap(), &Default::default()).unwrap();
+        let before = weights(&encoder);
+        let out = tmp.path().join(format!("run{i}"));
+        let outcome = Trainer {
+            encoder: &encoder,
+            data: &data,
+            loss: loss.clone(),
+            config: TrainConfig {
+                max_steps: Some(2),
+                batch_size: 6,
+                lr: 1e-2,
+                progress: false,
+                ..Default::default()
+            },
+            dev: None,
+        }
+        .run(&out, false)
+        .unwrap_or_else(|e| panic!("{:?}: {e:#}", loss.name));
+        assert_eq!(outcome.steps, 2);
+        assert!(outcome.final_loss.is_finite(), "{:?}", loss.name);
+        let after = weights(&encoder);
+        let moved = before.iter().filter(|(n, w)| after[*n] != **w).count();
+        assert!(moved >= 30, "{:?}: only {moved} tensors changed", loss.name);
+        // The saved folder is what was trained.
+        let saved = SentenceEncoder::load(out.to_str().unwrap(), &Default::default()).unwrap();
+        assert_eq!(
+            weights(&saved),
+            after,
+            "{:?}: saved weights differ",
+            loss.name
+        );
+        assert!(out.join("README.md").is_file() && out.join("training.html").is_file());
+    }
+}
+
+#[test]
+fn wrong_data_shapes_and_settings_are_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let encoder = tiny_encoder(&tmp.path().join("m"), DType::F32);
+    let pairs = TrainingSet {
+        columns: vec!["a".into(), "b".into()],
+        texts: triplets(4).texts[..2].to_vec(),
+        labels: None,
+    };
+    let run = |loss: LossName, data: &TrainingSet, config: TrainConfig, out: &str| {
+        Trainer {
+            encoder: &encoder,
+            data,
+            loss: LossConfig::named(loss),
+            config,
+            dev: None,
+        }
+        .run(&tmp.path().join(out), false)
+        .map(|_| ())
+        .unwrap_err()
+        .to_string()
+    };
+    let quiet = TrainConfig {
+        progress: false,
+        max_steps: Some(1),
+        ..Default::default()
+    };
+    assert!(
+        run(LossName::Triplet, &pairs, quiet.clone(), "x").contains("(anchor, positive, negative)")
+    );
+    assert!(run(LossName::Cosent, &pairs, quiet.clone(), "x").contains("score"));
+    assert!(run(LossName::MarginMse, &triplets(4), quiet.clone(), "x").contains("label"));
+    assert!(run(
+        LossName::Mnrl,
+        &pairs,
+        TrainConfig {
+            lr: -1.0,
+            ..quiet.clone()
+        },
+        "x"
+    )
+    .contains("lr"));
+
+    // A finished run's folder holds a checkpoint: training into it again without resume is refused,
+    // and resuming with other settings is refused too.
+    let data = triplets(8);
+    let train = |config: TrainConfig, resume: bool| {
+        Trainer {
+            encoder: &encoder,
+            data: &data,
+            loss: LossConfig::named(LossName::Mnrl),
+            config,
+            dev: None,
+        }
+        .run(&tmp.path().join("done"), resume)
+    };
+    train(quiet.clone(), false).unwrap();
+    assert!(train(quiet.clone(), false)
+        .unwrap_err()
+        .to_string()
+        .contains("--resume"));
+    let other = TrainConfig {
+        lr: 1e-3,
+        ..quiet.clone()
+    };
+    assert!(train(other, true)
+        .unwrap_err()
+        .to_string()
+        .contains("other training settings"));
+
+    // Training data files: a missing text is reported with its row.
+    let df = df!("anchor" => [Some("bee"), None], "positive" => ["hive", "wax"]).unwrap();
+    let err = TrainingSet::from_frame(&df, "pairs.jsonl")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("pairs.jsonl") && err.contains("row 2"),
+        "{err}"
+    );
+    let df = df!("anchor" => ["bee"], "positive" => [3i64]).unwrap();
+    assert!(TrainingSet::from_frame(&df, "p.csv")
+        .unwrap_err()
+        .to_string()
+        .contains("`positive`"));
+}
+
+/// Writes the tiny model and the training data once; every run of the test starts from them.
+fn prepare(dir: &Path) {
+    common::write_tiny_model(&dir.join("model"), 24);
+    ragtune::data::write_table(&triplets(40).to_frame().unwrap(), &dir.join("train.jsonl"))
+        .unwrap();
+}
+
+fn cli_args(dir: &Path, output: &Path) -> Vec<String> {
+    [
+        "train",
+        "embed",
+        "--model",
+        dir.join("model").to_str().unwrap(),
+        "--data",
+        dir.join("train.jsonl").to_str().unwrap(),
+        "--loss",
+        "mnrl",
+        "--epochs",
+        "60",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.001",
+        "--warmup-ratio",
+        "0.1",
+        "--save-steps",
+        "3",
+        "--output",
+        output.to_str().unwrap(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn load_tensors(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap()
+}
+
+fn losses(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{} {} {} {}", v["kind"], v["step"], v["loss"], v["lr"])
+        })
+        .collect()
+}
+
+#[test]
+fn sigkill_then_resume_reaches_the_uninterrupted_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = tmp.path().join("whole");
+    let killed = tmp.path().join("killed");
+    let bin = env!("CARGO_BIN_EXE_ragtune");
+    prepare(tmp.path());
+
+    let status = Command::new(bin)
+        .args(cli_args(tmp.path(), &whole))
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    // Kill -9 once a few checkpoints exist, well before the end (5 batches × 60 epochs = 300 steps).
+    let mut child = Command::new(bin)
+        .args(cli_args(tmp.path(), &killed))
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !killed.join("checkpoints/step-9").is_dir() {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    assert!(
+        !killed.join("model.safetensors").exists(),
+        "the killed run must not have finished"
+    );
+
+    let mut args = cli_args(tmp.path(), &killed);
+    args.push("--resume".into());
+    let out = Command::new(bin).args(&args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming from"));
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(outcome["resumed_from"].as_u64().unwrap() >= 9);
+
+    let (a, b) = (
+        load_tensors(&whole.join("model.safetensors")),
+        load_tensors(&killed.join("model.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        assert_eq!(
+            common::max_abs_diff(t, &b[name]),
+            0.0,
+            "{name} differs after resume"
+        );
+    }
+    let base = load_tensors(&tmp.path().join("model/model.safetensors"));
+    assert!(
+        a.iter()
+            .any(|(n, t)| common::max_abs_diff(t, &base[n]) > 1e-4),
+        "training changed nothing"
+    );
+    assert_eq!(
+        losses(&whole.join("train_log.jsonl")),
+        losses(&killed.join("train_log.jsonl")),
+        "the logs tell the same run"
+    );
+}
