@@ -8,9 +8,13 @@ use plotly::common::{AxisSide, Mode, Title};
 use plotly::layout::{Axis, BarMode, Layout};
 use plotly::{Histogram, Plot, Scatter};
 
-/// A plotly figure.
-#[derive(Clone)]
-pub struct Chart(pub Plot);
+/// A finished plotly figure, kept rendered: plotly's `Plot` is neither `Send` nor `Sync`, and a
+/// chart never changes once drawn.
+#[derive(Clone, Debug)]
+pub struct Chart {
+    html: String,
+    json: String,
+}
 
 /// One named series of points.
 pub struct Series {
@@ -22,16 +26,23 @@ pub struct Series {
 impl Chart {
     /// The figure as a standalone HTML page (plotly.js from its CDN).
     pub fn to_html(&self) -> String {
-        self.0.to_html()
+        self.html.clone()
     }
 
     /// The figure as plotly JSON (`{"data": …, "layout": …}`), what Jupyter's plotly renderer takes.
     pub fn to_json(&self) -> String {
-        self.0.to_json()
+        self.json.clone()
+    }
+
+    fn from_plot(plot: &Plot) -> Self {
+        Self {
+            html: plot.to_html(),
+            json: plot.to_json(),
+        }
     }
 
     pub fn write_html(&self, path: &Path) -> Result<()> {
-        std::fs::write(path, self.to_html()).with_context(|| format!("writing {}", path.display()))
+        std::fs::write(path, &self.html).with_context(|| format!("writing {}", path.display()))
     }
 
     /// Lines against a shared x axis: `left` on the left y axis, `right` (if any) on a second one.
@@ -66,7 +77,7 @@ impl Chart {
             );
         }
         plot.set_layout(layout);
-        Self(plot)
+        Self::from_plot(&plot)
     }
 
     /// Overlaid histograms of several samples.
@@ -82,6 +93,6 @@ impl Chart {
                 .y_axis(Axis::new().title(Title::from("count")))
                 .bar_mode(BarMode::Overlay),
         );
-        Self(plot)
+        Self::from_plot(&plot)
     }
 }

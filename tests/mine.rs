@@ -172,7 +172,7 @@ fn score_filters_and_short_queries() {
     let cut = (ranked[1].1 + ranked[2].1) / 2.0;
     let opts = MineOptions {
         num_negatives: 2,
-        max_score: Some(cut),
+        max_score: Some(cut as f64),
         range_max: Some(12),
         output_format: OutputFormat::NTupleScores,
         progress: false,

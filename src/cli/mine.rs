@@ -30,13 +30,13 @@ pub struct MineArgs {
     #[arg(long)]
     range_max: Option<usize>,
     #[arg(long)]
-    max_score: Option<f32>,
+    max_score: Option<f64>,
     #[arg(long)]
-    min_score: Option<f32>,
+    min_score: Option<f64>,
     #[arg(long)]
-    absolute_margin: Option<f32>,
+    absolute_margin: Option<f64>,
     #[arg(long)]
-    relative_margin: Option<f32>,
+    relative_margin: Option<f64>,
     /// top or random.
     #[arg(long, default_value = "top", value_parser = parse_sampling)]
     sampling: Sampling,

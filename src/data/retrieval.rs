@@ -109,6 +109,44 @@ impl RetrievalDataset {
         str_column(&self.queries, "text")
     }
 
+    /// Splits the judged queries in two, at random (seeded): a training part and a dev part with
+    /// about `dev_fraction` of them. Both keep the whole corpus; a query and its judgements go to
+    /// one side only, so nothing a dev query is judged on is trained on through that query.
+    pub fn split_queries(&self, dev_fraction: f64, seed: u64) -> Result<(Self, Self)> {
+        if !(0.0..1.0).contains(&dev_fraction) || dev_fraction == 0.0 {
+            bail!("dev_fraction must be between 0 and 1 (exclusive), got {dev_fraction}");
+        }
+        let mut judged: Vec<String> = self.qrels_map()?.into_keys().collect();
+        if judged.len() < 2 {
+            bail!(
+                "{}: {} judged quer(ies): too few to split",
+                self.name,
+                judged.len()
+            );
+        }
+        crate::train::rng::Rng::new(seed).shuffle(&mut judged);
+        let dev_count =
+            ((judged.len() as f64 * dev_fraction).round() as usize).clamp(1, judged.len() - 1);
+        let dev: HashSet<&str> = judged[..dev_count].iter().map(String::as_str).collect();
+        let part = |keep_dev: bool, suffix: &str| -> Result<Self> {
+            let pick = |df: &DataFrame| -> Result<DataFrame> {
+                let ids = str_column(df, "query_id")?;
+                let mask: BooleanChunked = ids
+                    .iter()
+                    .map(|q| dev.contains(q.as_str()) == keep_dev)
+                    .collect();
+                Ok(df.filter(&mask)?)
+            };
+            Ok(Self {
+                name: format!("{}-{suffix}", self.name),
+                corpus: self.corpus.clone(),
+                queries: pick(&self.queries)?,
+                qrels: pick(&self.qrels)?,
+            })
+        };
+        Ok((part(false, "train")?, part(true, "dev")?))
+    }
+
     /// The judgements as a map, for metric computation.
     pub fn qrels_map(&self) -> Result<Qrels> {
         let q = str_column(&self.qrels, "query_id")?;

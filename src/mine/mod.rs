@@ -35,17 +35,18 @@ pub trait Rescorer: Send + Sync {
 }
 
 /// The knobs of [`mine_hard_negatives`]. Scripts pass a map with these keys; unknown keys are
-/// errors. Defaults follow sentence-transformers.
+/// errors. Defaults follow sentence-transformers. (Scores are f64 here because script numbers
+/// are; the scores themselves are f32.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MineOptions {
     pub num_negatives: usize,
     pub range_min: usize,
     pub range_max: Option<usize>,
-    pub max_score: Option<f32>,
-    pub min_score: Option<f32>,
-    pub absolute_margin: Option<f32>,
-    pub relative_margin: Option<f32>,
+    pub max_score: Option<f64>,
+    pub min_score: Option<f64>,
+    pub absolute_margin: Option<f64>,
+    pub relative_margin: Option<f64>,
     pub sampling: Sampling,
     pub output_format: OutputFormat,
     pub seed: u64,
@@ -106,10 +107,10 @@ impl MineOptions {
         Ok(Filters {
             range_min: self.range_min,
             range_max,
-            max_score: self.max_score,
-            min_score: self.min_score,
-            absolute_margin: self.absolute_margin,
-            relative_margin: self.relative_margin,
+            max_score: self.max_score.map(|v| v as f32),
+            min_score: self.min_score.map(|v| v as f32),
+            absolute_margin: self.absolute_margin.map(|v| v as f32),
+            relative_margin: self.relative_margin.map(|v| v as f32),
             num_negatives: self.num_negatives,
             sampling: self.sampling,
         })

@@ -7,7 +7,7 @@
 //! checkpoint's (`embeddings.word_embeddings.weight`, `encoder.layer.0.attention.self.query.weight`,
 //! …), so a model round-trips to Hugging Face files unchanged.
 
-use candle_core::{DType, Device, Module, Result, Tensor, D};
+use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
@@ -145,19 +145,12 @@ impl LayerNorm {
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let (w, b) = weights_for(mode, &self.weight, &self.bias);
-        // candle's fused kernel has no backward pass and no f64 implementation: the composed
-        // form serves training and f64 inference.
+        // candle's fused kernel has no backward pass and no f64 implementation; ours has both.
         match mode {
             Mode::Infer if x.dtype() != DType::F64 => {
                 candle_nn::ops::layer_norm(&x.contiguous()?, &w, &b, self.eps as f32)
             }
-            _ => {
-                let mean = x.mean_keepdim(D::Minus1)?;
-                let centered = x.broadcast_sub(&mean)?;
-                let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-                let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-                normed.broadcast_mul(&w)?.broadcast_add(&b)
-            }
+            _ => super::train_ops::layer_norm(x, &w, &b, self.eps),
         }
     }
 }
@@ -168,13 +161,6 @@ fn weights_for(mode: Mode, w: &Tensor, b: &Tensor) -> (Tensor, Tensor) {
     match mode {
         Mode::Infer => (w.detach(), b.detach()),
         Mode::Train => (w.clone(), b.clone()),
-    }
-}
-
-fn softmax_last_dim(x: &Tensor, mode: Mode) -> Result<Tensor> {
-    match mode {
-        Mode::Infer => candle_nn::ops::softmax_last_dim(x),
-        Mode::Train => candle_nn::ops::softmax(x, D::Minus1),
     }
 }
 
@@ -274,8 +260,12 @@ impl Layer {
         let k = split_heads(self.key.forward(x, mode)?)?;
         let v = split_heads(self.value.forward(x, mode)?)?;
         let scale = 1.0 / (head_dim as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?;
-        let probs = softmax_last_dim(&scores, mode)?;
+        let probs = match mode {
+            Mode::Infer => candle_nn::ops::softmax_last_dim(
+                &(q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?,
+            )?,
+            Mode::Train => super::train_ops::masked_softmax(&q.matmul(&k.t()?)?, mask_bias, scale)?,
+        };
         let context = probs
             .matmul(&v)?
             .transpose(1, 2)?
@@ -284,7 +274,7 @@ impl Layer {
         let x = self.attn_norm.forward(&(attended + x)?, mode)?;
         let inner = self.intermediate.forward(&x, mode)?;
         let inner = match self.activation {
-            Activation::Gelu => inner.gelu_erf()?,
+            Activation::Gelu => super::train_ops::gelu(&inner)?,
             Activation::GeluNew => inner.gelu()?,
             Activation::Relu => inner.relu()?,
         };

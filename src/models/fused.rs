@@ -191,7 +191,7 @@ pub(crate) fn softmax_in_place(scores: &mut [f32], width: usize) {
 /// this project by least squares (scripts/fit-erf.py); max abs error 3.2e-7 evaluated in f32.
 /// Branch-free, so the compiler vectorises the loops that call it.
 #[inline(always)]
-fn erf(x: f32) -> f32 {
+pub(crate) fn erf(x: f32) -> f32 {
     const P: [f32; 7] = [
         1.128_378_8,
         0.206_109_15,

@@ -42,25 +42,35 @@ impl TrainLog {
         })
     }
 
-    /// The first `lines` entries of an existing log (those a checkpoint vouches for); later lines,
-    /// written after that checkpoint by a run that was then killed, are dropped.
-    pub fn resume(path: &Path, lines: usize) -> Result<Self> {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let mut entries = Vec::with_capacity(lines);
-        for (i, line) in text.lines().take(lines).enumerate() {
-            entries.push(
+    /// Every entry of an existing log, without changing the file.
+    pub fn read(path: &Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let entries = text
+            .lines()
+            .enumerate()
+            .map(|(i, line)| {
                 serde_json::from_str(line)
-                    .with_context(|| format!("{}:{}: not a log entry", path.display(), i + 1))?,
-            );
-        }
-        let mut log = Self {
+                    .with_context(|| format!("{}:{}: not a log entry", path.display(), i + 1))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
             path: path.to_path_buf(),
-            entries: vec![],
-        };
-        std::fs::write(path, "")?;
-        for e in entries {
-            log.push(e)?;
+            entries,
+        })
+    }
+
+    /// The first `lines` entries of an existing log (those a checkpoint vouches for); later lines,
+    /// written after that checkpoint by a run that was then killed, are dropped from the file.
+    pub fn resume(path: &Path, lines: usize) -> Result<Self> {
+        let mut log = Self::read(path)?;
+        log.entries.truncate(lines);
+        let mut text = String::new();
+        for e in &log.entries {
+            text.push_str(&serde_json::to_string(e)?);
+            text.push('\n');
         }
+        std::fs::write(path, text).with_context(|| format!("rewriting {}", path.display()))?;
         Ok(log)
     }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Engine, EvalAltResult, Map};
 
-use super::values::{Dataset, Embeddings, Encoder, Frame, Report};
+use super::values::{Chart, Dataset, Embeddings, Encoder, Frame, Report};
 use crate::data::{self, table};
 use crate::eval::{self, RetrievalEvalOptions};
 use crate::models::{EncodeOptions, LoadOptions, SentenceEncoder};
@@ -68,13 +68,17 @@ struct Registry<'a> {
 macro_rules! bind {
     ($r:expr, $name:expr, $signature:expr, $doc:expr, $func:expr $(,)?) => {{
         $r.engine.register_fn($name, $func);
-        $r.docs.push(BindingDoc {
+        $r.docs.push($crate::script::bindings::BindingDoc {
             name: $name,
             signature: $signature,
             doc: $doc,
         });
     }};
 }
+
+// After the macro, so that these modules can use it.
+mod mine;
+mod train;
 
 fn fail(e: anyhow::Error) -> Box<EvalAltResult> {
     format!("{e:#}").into()
@@ -101,7 +105,8 @@ fn register_all(r: &mut Registry) {
         .register_type_with_name::<Encoder>("Encoder")
         .register_type_with_name::<Embeddings>("Embeddings")
         .register_type_with_name::<Dataset>("Dataset")
-        .register_type_with_name::<Report>("Report");
+        .register_type_with_name::<Report>("Report")
+        .register_type_with_name::<Chart>("Chart");
     r.engine
         .register_fn("to_string", |v: &mut Frame| v.to_string());
     r.engine
@@ -113,6 +118,8 @@ fn register_all(r: &mut Registry) {
     r.engine
         .register_fn("to_string", |v: &mut Report| v.to_string());
     r.engine
+        .register_fn("to_string", |v: &mut Chart| v.to_string());
+    r.engine
         .register_fn("to_debug", |v: &mut Frame| v.to_string());
     r.engine
         .register_fn("to_debug", |v: &mut Report| v.to_string());
@@ -120,6 +127,17 @@ fn register_all(r: &mut Registry) {
     register_frames(r);
     register_models(r);
     register_eval(r);
+    train::register(r);
+    mine::register(r);
+    bind!(
+        r,
+        "write_html",
+        "chart.write_html(path: String)",
+        "Writes a chart as a standalone HTML page (plotly).",
+        |c: &mut Chart, path: &str| -> Fallible<()> {
+            c.0.write_html(Path::new(path)).map_err(fail)
+        },
+    );
 }
 
 fn register_data(r: &mut Registry) {
@@ -170,6 +188,16 @@ fn register_data(r: &mut Registry) {
         "Reads a .jsonl, .csv, .tsv or .parquet file into a DataFrame.",
         |path: &str| -> Fallible<Frame> {
             data::read_table(Path::new(path)).map(Frame).map_err(fail)
+        },
+    );
+    bind!(
+        r,
+        "split_queries",
+        "split_queries(data: Dataset, dev_fraction: float, seed: int) -> [Dataset, Dataset]",
+        "Splits the judged queries at random into [train, dev] (about dev_fraction of them in dev); both keep the corpus.",
+        |d: Dataset, fraction: f64, seed: i64| -> Fallible<Array> {
+            let (train, dev) = d.0.split_queries(fraction, seed as u64).map_err(fail)?;
+            Ok(vec![Dynamic::from(Dataset(Arc::new(train))), Dynamic::from(Dataset(Arc::new(dev)))])
         },
     );
     r.engine

@@ -1,0 +1,415 @@
+//! Fused CPU kernels for the training forward pass, each with its backward pass: scaled masked
+//! softmax, layer norm, and erf-GELU.
+//!
+//! Composed from candle primitives, these are a chain of element-wise passes, each allocating a
+//! tensor of the activation's size and each with its own backward: for attention probabilities
+//! (`[batch, heads, len, len]`, 100 MB at batch 32 and 256 tokens) that chain was most of a
+//! training step. Here each is one pass forward and one backward. Every backward is checked
+//! against finite differences (tests/gradients.rs). Other devices use the composed form.
+
+use candle_core::{
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, WithDType, D,
+};
+use num_traits::{Float, One, Zero};
+use rayon::prelude::*;
+
+use super::fused;
+
+/// The float types the kernels run on, with the two functions that have fast f32 forms.
+trait Real: Float + WithDType + Send + Sync {
+    /// e^x for x ≤ 0.
+    fn exp_nonpositive(self) -> Self;
+    fn error_fn(self) -> Self;
+}
+
+impl Real for f32 {
+    fn exp_nonpositive(self) -> Self {
+        fused::exp_nonpositive(self)
+    }
+    fn error_fn(self) -> Self {
+        fused::erf(self)
+    }
+}
+
+impl Real for f64 {
+    fn exp_nonpositive(self) -> Self {
+        self.exp()
+    }
+    fn error_fn(self) -> Self {
+        libm::erf(self)
+    }
+}
+
+fn cast<T: Real>(x: f64) -> T {
+    num_traits::cast(x).expect("an f64 constant fits every float type")
+}
+
+fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
+    let Some((start, end)) = l.contiguous_offsets() else {
+        candle_core::bail!("{op}: input must be contiguous");
+    };
+    Ok(&s.as_slice::<T>()?[start..end])
+}
+
+/// Runs `$body` with `$t` bound to the storage's float type.
+macro_rules! by_dtype {
+    ($storage:expr, $op:expr, $t:ident => $body:expr) => {
+        match $storage {
+            CpuStorage::F32(_) => {
+                type $t = f32;
+                $body
+            }
+            CpuStorage::F64(_) => {
+                type $t = f64;
+                $body
+            }
+            _ => candle_core::bail!("{}: only f32 and f64 are supported", $op),
+        }
+    };
+}
+
+fn uses_kernels(t: &Tensor) -> bool {
+    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+}
+
+// ---------------------------------------------------------------------------------------------
+// softmax(scale · scores + mask) over the last dimension
+
+/// `softmax(scale · scores + mask_bias)` over the last dimension, where `scores` is
+/// `[batch, heads, len, keys]` and `mask_bias` `[batch, 1, 1, keys]` (0 or a large negative).
+/// Differentiable in `scores`.
+pub fn masked_softmax(scores: &Tensor, mask_bias: &Tensor, scale: f64) -> Result<Tensor> {
+    if !uses_kernels(scores) {
+        return candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(mask_bias)?, D::Minus1);
+    }
+    scores
+        .contiguous()?
+        .apply_op2(&mask_bias.contiguous()?, MaskedSoftmax { scale })
+}
+
+struct MaskedSoftmax {
+    scale: f64,
+}
+
+impl CustomOp2 for MaskedSoftmax {
+    fn name(&self) -> &'static str {
+        "masked-softmax"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (batch, heads, len, keys) = l1.shape().dims4()?;
+        if l2.shape().elem_count() != batch * keys {
+            candle_core::bail!(
+                "masked-softmax: mask {:?} does not fit scores {:?}",
+                l2.shape(),
+                l1.shape()
+            );
+        }
+        by_dtype!(s1, self.name(), T => {
+            let scores = contiguous::<T>(s1, l1, self.name())?;
+            let mask = contiguous::<T>(s2, l2, self.name())?;
+            let scale = cast::<T>(self.scale);
+            let mut out = vec![T::zero(); scores.len()];
+            out.par_chunks_mut(keys).zip(scores.par_chunks(keys)).enumerate().for_each(|(row, (o, s))| {
+                let m = &mask[(row / (heads * len)) * keys..][..keys];
+                let mut max = T::neg_infinity();
+                for j in 0..keys {
+                    o[j] = s[j] * scale + m[j];
+                    max = max.max(o[j]);
+                }
+                let mut sum = T::zero();
+                for v in o.iter_mut() {
+                    *v = (*v - max).exp_nonpositive();
+                    sum = sum + *v;
+                }
+                let inv = T::one() / sum;
+                o.iter_mut().for_each(|v| *v = *v * inv);
+            });
+            Ok((WithDType::to_cpu_storage_owned(out), l1.shape().clone()))
+        })
+    }
+
+    fn bwd(
+        &self,
+        _scores: &Tensor,
+        _mask: &Tensor,
+        probs: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g =
+            probs.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward { scale: self.scale })?;
+        Ok((Some(g), None))
+    }
+}
+
+/// `scale · p ⊙ (g − Σ g ⊙ p)` row by row: the gradient of the scores given probabilities p and
+/// the gradient g of the probabilities.
+struct SoftmaxBackward {
+    scale: f64,
+}
+
+impl CustomOp2 for SoftmaxBackward {
+    fn name(&self) -> &'static str {
+        "masked-softmax-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let keys = l1.shape().dims().last().copied().unwrap_or(1).max(1);
+        by_dtype!(s1, self.name(), T => {
+            let p = contiguous::<T>(s1, l1, self.name())?;
+            let g = contiguous::<T>(s2, l2, self.name())?;
+            let scale = cast::<T>(self.scale);
+            let mut out = vec![T::zero(); p.len()];
+            out.par_chunks_mut(keys).zip(p.par_chunks(keys).zip(g.par_chunks(keys))).for_each(|(o, (p, g))| {
+                let dot = p.iter().zip(g).fold(T::zero(), |acc, (&p, &g)| acc + p * g);
+                for j in 0..keys {
+                    o[j] = scale * p[j] * (g[j] - dot);
+                }
+            });
+            Ok((WithDType::to_cpu_storage_owned(out), l1.shape().clone()))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Layer norm
+
+/// `(x − mean) / sqrt(var + eps) · weight + bias` over the last dimension; differentiable in all
+/// three.
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64) -> Result<Tensor> {
+    if !uses_kernels(x) {
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let centered = x.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
+        return normed.broadcast_mul(weight)?.broadcast_add(bias);
+    }
+    x.contiguous()?.apply_op3(
+        &weight.contiguous()?,
+        &bias.contiguous()?,
+        LayerNorm { eps },
+    )
+}
+
+struct LayerNorm {
+    eps: f64,
+}
+
+/// A row's mean and 1 / standard deviation.
+fn moments<T: Real>(row: &[T], eps: T) -> (T, T) {
+    let n = T::from(row.len()).expect("row length fits");
+    let mean = row.iter().fold(T::zero(), |a, &v| a + v) / n;
+    let var = row
+        .iter()
+        .fold(T::zero(), |a, &v| a + (v - mean) * (v - mean))
+        / n;
+    (mean, T::one() / (var + eps).sqrt())
+}
+
+impl CustomOp3 for LayerNorm {
+    fn name(&self) -> &'static str {
+        "layer-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dim = l1.shape().dims().last().copied().unwrap_or(1).max(1);
+        by_dtype!(s1, self.name(), T => {
+            let x = contiguous::<T>(s1, l1, self.name())?;
+            let (w, b) = (contiguous::<T>(s2, l2, self.name())?, contiguous::<T>(s3, l3, self.name())?);
+            let eps = cast::<T>(self.eps);
+            let mut out = vec![T::zero(); x.len()];
+            out.par_chunks_mut(dim).zip(x.par_chunks(dim)).for_each(|(o, x)| {
+                let (mean, inv) = moments(x, eps);
+                for j in 0..dim {
+                    o[j] = (x[j] - mean) * inv * w[j] + b[j];
+                }
+            });
+            Ok((WithDType::to_cpu_storage_owned(out), l1.shape().clone()))
+        })
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let dim = w.elem_count();
+        let rows = x.elem_count() / dim.max(1);
+        // One pass gives all three gradients, packed end to end: dx, then dw, then db.
+        let packed =
+            x.apply_op3_no_bwd(w, &grad.contiguous()?, &LayerNormBackward { eps: self.eps })?;
+        let dx = packed.narrow(0, 0, rows * dim)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, rows * dim, dim)?.reshape(w.shape())?;
+        let db = packed
+            .narrow(0, rows * dim + dim, dim)?
+            .reshape(w.shape())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// Given x, the weight and the output gradient g: dx = inv·(ĝ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂)) with
+/// ĝ = g ⊙ w; dw = Σ_rows g ⊙ x̂; db = Σ_rows g. Output: `[rows·dim + 2·dim]`.
+struct LayerNormBackward {
+    eps: f64,
+}
+
+impl CustomOp3 for LayerNormBackward {
+    fn name(&self) -> &'static str {
+        "layer-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dim = l2.shape().elem_count().max(1);
+        by_dtype!(s1, self.name(), T => {
+            let x = contiguous::<T>(s1, l1, self.name())?;
+            let w = contiguous::<T>(s2, l2, self.name())?;
+            let g = contiguous::<T>(s3, l3, self.name())?;
+            let eps = cast::<T>(self.eps);
+            let n = cast::<T>(dim as f64);
+            let mut dx = vec![T::zero(); x.len()];
+            // Per-row dx in parallel; dw and db summed per chunk of rows, then across chunks.
+            let rows_per_task = (x.len() / dim).div_ceil(rayon::current_num_threads() * 4).max(1);
+            let partial: Vec<(Vec<T>, Vec<T>)> = dx
+                .par_chunks_mut(dim * rows_per_task)
+                .zip(x.par_chunks(dim * rows_per_task).zip(g.par_chunks(dim * rows_per_task)))
+                .map(|(dx, (x, g))| {
+                    let (mut dw, mut db) = (vec![T::zero(); dim], vec![T::zero(); dim]);
+                    for ((dx, x), g) in dx.chunks_mut(dim).zip(x.chunks(dim)).zip(g.chunks(dim)) {
+                        let (mean, inv) = moments(x, eps);
+                        let (mut sum_gh, mut sum_ghx) = (T::zero(), T::zero());
+                        for j in 0..dim {
+                            let xh = (x[j] - mean) * inv;
+                            let gh = g[j] * w[j];
+                            sum_gh = sum_gh + gh;
+                            sum_ghx = sum_ghx + gh * xh;
+                            dw[j] = dw[j] + g[j] * xh;
+                            db[j] = db[j] + g[j];
+                        }
+                        let (mean_gh, mean_ghx) = (sum_gh / n, sum_ghx / n);
+                        for j in 0..dim {
+                            let xh = (x[j] - mean) * inv;
+                            dx[j] = inv * (g[j] * w[j] - mean_gh - xh * mean_ghx);
+                        }
+                    }
+                    (dw, db)
+                })
+                .collect();
+            let (mut dw, mut db) = (vec![T::zero(); dim], vec![T::zero(); dim]);
+            for (pw, pb) in partial {
+                for j in 0..dim {
+                    dw[j] = dw[j] + pw[j];
+                    db[j] = db[j] + pb[j];
+                }
+            }
+            dx.extend(dw);
+            dx.extend(db);
+            let len = dx.len();
+            Ok((WithDType::to_cpu_storage_owned(dx), Shape::from(len)))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// GELU (erf form)
+
+/// `x · Φ(x)` (Hugging Face's exact "gelu"); differentiable.
+pub fn gelu(x: &Tensor) -> Result<Tensor> {
+    if !uses_kernels(x) {
+        return x.gelu_erf();
+    }
+    x.contiguous()?.apply_op1(Gelu)
+}
+
+struct Gelu;
+
+const FRAC_1_SQRT_2: f64 = std::f64::consts::FRAC_1_SQRT_2;
+
+impl CustomOp1 for Gelu {
+    fn name(&self) -> &'static str {
+        "gelu"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        by_dtype!(s, self.name(), T => {
+            let x = contiguous::<T>(s, l, self.name())?;
+            let (half, c) = (cast::<T>(0.5), cast::<T>(FRAC_1_SQRT_2));
+            let mut out = vec![T::zero(); x.len()];
+            out.par_chunks_mut(4096).zip(x.par_chunks(4096)).for_each(|(o, x)| {
+                for (o, &x) in o.iter_mut().zip(x) {
+                    *o = half * x * (T::one() + (x * c).error_fn());
+                }
+            });
+            Ok((WithDType::to_cpu_storage_owned(out), l.shape().clone()))
+        })
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(
+            x.apply_op2_no_bwd(&grad.contiguous()?, &GeluBackward)?,
+        ))
+    }
+}
+
+/// g · (Φ(x) + x·φ(x)).
+struct GeluBackward;
+
+impl CustomOp2 for GeluBackward {
+    fn name(&self) -> &'static str {
+        "gelu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        by_dtype!(s1, self.name(), T => {
+            let x = contiguous::<T>(s1, l1, self.name())?;
+            let g = contiguous::<T>(s2, l2, self.name())?;
+            let (half, c) = (cast::<T>(0.5), cast::<T>(FRAC_1_SQRT_2));
+            let inv_sqrt_2pi = cast::<T>(0.5 * std::f64::consts::FRAC_2_SQRT_PI * FRAC_1_SQRT_2);
+            let mut out = vec![T::zero(); x.len()];
+            out.par_chunks_mut(4096).zip(x.par_chunks(4096).zip(g.par_chunks(4096))).for_each(|(o, (x, g))| {
+                for ((o, &x), &g) in o.iter_mut().zip(x).zip(g) {
+                    let cdf = half * (T::one() + (x * c).error_fn());
+                    let pdf = inv_sqrt_2pi * (-half * x * x).exp_nonpositive();
+                    *o = g * (cdf + x * pdf);
+                }
+            });
+            Ok((WithDType::to_cpu_storage_owned(out), l1.shape().clone()))
+        })
+    }
+}
