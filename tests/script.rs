@@ -115,3 +115,107 @@ fn option_maps_reject_unknown_keys_and_help_documents_bindings() {
     );
     assert!(s.eval("help(\"nope\")", "h").is_err());
 }
+
+/// A BEIR folder of bee-vocabulary documents and queries, each query relevant to one document.
+fn bee_beir(dir: &std::path::Path) {
+    let words = [
+        "bee", "honey", "queen", "hive", "wax", "mite", "swarm", "comb", "brood",
+    ];
+    std::fs::create_dir_all(dir.join("qrels")).unwrap();
+    let mut corpus = String::new();
+    let mut queries = String::new();
+    let mut qrels = String::from("query-id\tcorpus-id\tscore\n");
+    for i in 0..12 {
+        let doc = format!(
+            "the {} of the {} and {}",
+            words[i % 9],
+            words[(i + 2) % 9],
+            words[(i * 5) % 9]
+        );
+        corpus.push_str(&format!("{{\"_id\": \"d{i}\", \"text\": \"{doc}\"}}\n"));
+        queries.push_str(&format!(
+            "{{\"_id\": \"q{i}\", \"text\": \"what {} {}\"}}\n",
+            words[i % 9],
+            words[(i * 5) % 9]
+        ));
+        qrels.push_str(&format!("q{i}\td{i}\t1\n"));
+    }
+    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+    std::fs::write(dir.join("queries.jsonl"), queries).unwrap();
+    std::fs::write(dir.join("qrels/all.tsv"), qrels).unwrap();
+}
+
+#[test]
+fn a_recipe_splits_mines_trains_and_compares() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::write_tiny_model(&tmp.path().join("m"), 16);
+    bee_beir(&tmp.path().join("b"));
+    let mut s = Session::new();
+    s.set_var("model", Session::parse_value(model.to_str().unwrap()));
+    s.set_var(
+        "dir",
+        Session::parse_value(tmp.path().join("b").to_str().unwrap()),
+    );
+    s.set_var(
+        "out",
+        Session::parse_value(tmp.path().join("run").to_str().unwrap()),
+    );
+    let summary = s
+        .eval(
+            r#"
+            let parts = split_queries(load_beir(dir, "all"), 0.25, 7);
+            let train_set = parts[0];
+            let dev = parts[1];
+            let mined = mine(load_encoder(model), training_pairs(train_set), train_set,
+                             #{ num_negatives: 2, range_min: 1, max_score: 0.99, output_format: "n_tuple" });
+            let run = train(model, mined.frame, #{ output: out, loss: #{ name: "mnrl", scale: 10.0 },
+                            max_steps: 2, batch_size: 4, lr: 0.01, dev: dev, progress: false });
+            let table = compare([model, run.output], dev);
+            [train_set.queries.len(), dev.queries.len(), mined.frame.columns(), run.summary(), table.len(), run.log().len()]
+            "#,
+            "pipeline.rhai",
+        )
+        .unwrap()
+        .into_array()
+        .unwrap();
+    assert_eq!(
+        summary[0].as_int().unwrap(),
+        9,
+        "12 queries, a quarter held out"
+    );
+    assert_eq!(summary[1].as_int().unwrap(), 3);
+    let columns: Vec<String> = summary[2]
+        .clone()
+        .into_array()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.into_string().unwrap())
+        .collect();
+    assert_eq!(columns, ["anchor", "positive", "negative_1", "negative_2"]);
+    let run = summary[3].clone().cast::<rhai::Map>();
+    assert_eq!(run["steps"].as_int().unwrap(), 2);
+    assert!(run["dev_before"].is_map() && run["dev_after"].is_map());
+    assert_eq!(summary[4].as_int().unwrap(), 30, "one row per metric@k");
+    assert_eq!(summary[5].as_int().unwrap(), 4, "eval, 2 loss lines, eval");
+    assert!(tmp.path().join("run/model.safetensors").is_file());
+
+    // Unknown training keys and wrong option types are named.
+    let err = s
+        .eval(
+            r#"train(model, mined.frame, #{ output: out + "2", epoch: 3 })"#,
+            "t.rhai",
+        )
+        .unwrap_err();
+    assert!(err.message.contains("epoch"), "{err}");
+    let err = s
+        .eval(r#"train(model, mined.frame, #{ epochs: 1 })"#, "t.rhai")
+        .unwrap_err();
+    assert!(err.message.contains("output"), "{err}");
+    let err = s
+        .eval(
+            r#"mine(load_encoder(model), mined.frame, #{ negatives: 2 })"#,
+            "m.rhai",
+        )
+        .unwrap_err();
+    assert!(err.message.contains("negatives"), "{err}");
+}
