@@ -126,10 +126,10 @@ impl CustomOp2 for MaskedSoftmax {
                 let mut sum = T::zero();
                 for v in o.iter_mut() {
                     *v = (*v - max).exp_nonpositive();
-                    sum = sum + *v;
+                    sum += *v;
                 }
                 let inv = T::one() / sum;
-                o.iter_mut().for_each(|v| *v = *v * inv);
+                o.iter_mut().for_each(|v| *v *= inv);
             });
             Ok((WithDType::to_cpu_storage_owned(out), l1.shape().clone()))
         })
@@ -311,10 +311,10 @@ impl CustomOp3 for LayerNormBackward {
                         for j in 0..dim {
                             let xh = (x[j] - mean) * inv;
                             let gh = g[j] * w[j];
-                            sum_gh = sum_gh + gh;
-                            sum_ghx = sum_ghx + gh * xh;
-                            dw[j] = dw[j] + g[j] * xh;
-                            db[j] = db[j] + g[j];
+                            sum_gh += gh;
+                            sum_ghx += gh * xh;
+                            dw[j] += g[j] * xh;
+                            db[j] += g[j];
                         }
                         let (mean_gh, mean_ghx) = (sum_gh / n, sum_ghx / n);
                         for j in 0..dim {
@@ -328,8 +328,8 @@ impl CustomOp3 for LayerNormBackward {
             let (mut dw, mut db) = (vec![T::zero(); dim], vec![T::zero(); dim]);
             for (pw, pb) in partial {
                 for j in 0..dim {
-                    dw[j] = dw[j] + pw[j];
-                    db[j] = db[j] + pb[j];
+                    dw[j] += pw[j];
+                    db[j] += pb[j];
                 }
             }
             dx.extend(dw);

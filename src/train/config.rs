@@ -82,7 +82,7 @@ impl TrainConfig {
         if self.epochs == 0 && self.max_steps.is_none() {
             anyhow::bail!("epochs is 0 and max_steps is unset: nothing to train");
         }
-        if !(self.lr > 0.0) || !self.lr.is_finite() {
+        if self.lr <= 0.0 || !self.lr.is_finite() {
             anyhow::bail!("lr must be a positive number, got {}", self.lr);
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) {
