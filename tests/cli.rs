@@ -430,3 +430,69 @@ fn missing_hub_model_offline_says_what_to_do() {
         "{err}"
     );
 }
+
+#[test]
+fn mine_writes_triplets_and_refuses_impossible_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::write_tiny_model(&tmp.path().join("m"), 16);
+    let beir = tiny_beir(&tmp.path().join("b"));
+    let out = tmp.path().join("mined.jsonl");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "mine",
+            "--model",
+            model.to_str().unwrap(),
+            "--data",
+            beir.to_str().unwrap(),
+            "--beir-split",
+            "test",
+            "--corpus",
+            beir.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let run = |a: Vec<String>| ragtune(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let ok = run(args(&[
+        "--num-negatives",
+        "2",
+        "--range-max",
+        "3",
+        "--chart",
+        tmp.path().join("h.html").to_str().unwrap(),
+    ]));
+    assert!(ok.status.success(), "{}", text(&ok.stderr));
+    let df = ragtune::data::read_table(&out).unwrap();
+    assert_eq!(df.get_column_names(), ["anchor", "positive", "negative"]);
+    assert_eq!(df.height(), 4, "2 queries × 2 negatives");
+    assert!(text(&ok.stderr).contains("mined 4 rows for 2 queries"));
+    assert!(std::fs::read_to_string(tmp.path().join("h.html"))
+        .unwrap()
+        .contains("plotly"));
+
+    let bad = run(args(&[
+        "--num-negatives",
+        "5",
+        "--range-min",
+        "2",
+        "--range-max",
+        "4",
+    ]));
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("cannot mine 5 negatives"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let bad = run(args(&["--sampling", "best"]));
+    assert!(
+        text(&bad.stderr).contains("choose top or random"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

@@ -23,21 +23,25 @@ fn beir(dir: &std::path::Path) {
     .unwrap();
 }
 
+/// A session with these path variables set.
+fn session(vars: &[(&str, &std::path::Path)]) -> Session {
+    let mut s = Session::new();
+    for (name, path) in vars {
+        s.set_var(name, Session::parse_value(path.to_str().unwrap()));
+    }
+    s
+}
+
 #[test]
 fn a_recipe_loads_inspects_encodes_and_evaluates() {
     let tmp = tempfile::tempdir().unwrap();
     let model = common::write_tiny_model(&tmp.path().join("m"), 16);
     beir(&tmp.path().join("b"));
-    let mut s = Session::new();
-    s.set_var("model", Session::parse_value(model.to_str().unwrap()));
-    s.set_var(
-        "dir",
-        Session::parse_value(tmp.path().join("b").to_str().unwrap()),
-    );
-    s.set_var(
-        "out",
-        Session::parse_value(tmp.path().join("corpus.parquet").to_str().unwrap()),
-    );
+    let mut s = session(&[
+        ("model", model.as_path()),
+        ("dir", &tmp.path().join("b")),
+        ("out", &tmp.path().join("corpus.parquet")),
+    ]);
     let script = r#"
         let data = load_beir(dir, "dev");
         let shape = data.corpus.shape();
@@ -150,16 +154,11 @@ fn a_recipe_splits_mines_trains_and_compares() {
     let tmp = tempfile::tempdir().unwrap();
     let model = common::write_tiny_model(&tmp.path().join("m"), 16);
     bee_beir(&tmp.path().join("b"));
-    let mut s = Session::new();
-    s.set_var("model", Session::parse_value(model.to_str().unwrap()));
-    s.set_var(
-        "dir",
-        Session::parse_value(tmp.path().join("b").to_str().unwrap()),
-    );
-    s.set_var(
-        "out",
-        Session::parse_value(tmp.path().join("run").to_str().unwrap()),
-    );
+    let mut s = session(&[
+        ("model", model.as_path()),
+        ("dir", &tmp.path().join("b")),
+        ("out", &tmp.path().join("run")),
+    ]);
     let summary = s
         .eval(
             r#"

@@ -7,19 +7,15 @@ use clap::Args;
 use ragtune::data::{load_corpus_texts, write_table};
 use ragtune::mine::{mine_hard_negatives, MineOptions, OutputFormat, Sampling};
 use ragtune::models::{LoadOptions, SentenceEncoder};
-use ragtune::train::TrainingSet;
 
 #[derive(Args)]
 pub struct MineArgs {
     /// The embedding model that ranks candidates: local folder or hub id.
     #[arg(long)]
     model: String,
-    /// (query, positive) pairs: a table whose first two text columns are used, or a BEIR
-    /// folder with --beir-split.
-    #[arg(long)]
-    data: PathBuf,
-    #[arg(long)]
-    beir_split: Option<String>,
+    /// (query, positive) pairs: the first two text columns are used.
+    #[command(flatten)]
+    data: super::DataArgs,
     /// Candidate documents: a BEIR folder or a table with a `text` column. Default: the positives.
     #[arg(long)]
     corpus: Option<PathBuf>,
@@ -65,7 +61,7 @@ fn parse_sampling(s: &str) -> Result<Sampling> {
 
 pub fn run(a: MineArgs) -> Result<()> {
     let start = std::time::Instant::now();
-    let pairs = TrainingSet::load(&a.data, a.beir_split.as_deref())?.to_frame()?;
+    let pairs = a.data.load()?.to_frame()?;
     let corpus = a.corpus.as_deref().map(load_corpus_texts).transpose()?;
     let encoder = SentenceEncoder::load(&a.model, &LoadOptions::default())?;
     let options = MineOptions {

@@ -47,6 +47,25 @@ pub fn main() -> Result<()> {
     }
 }
 
+/// Where training pairs come from: `--data FILE` (a table, text columns by position), or
+/// `--data DIR --beir-split S` (a BEIR folder's (query, relevant document) pairs).
+#[derive(clap::Args)]
+struct DataArgs {
+    /// A table (.jsonl/.csv/.tsv/.parquet: text columns by position, optional label/score
+    /// column), or a BEIR folder with --beir-split.
+    #[arg(long)]
+    data: std::path::PathBuf,
+    /// Use the (query, relevant document) pairs of this qrels split of the BEIR folder.
+    #[arg(long)]
+    beir_split: Option<String>,
+}
+
+impl DataArgs {
+    fn load(&self) -> Result<ragtune::TrainingSet> {
+        ragtune::TrainingSet::load(&self.data, self.beir_split.as_deref())
+    }
+}
+
 /// Parses `1,3,10` into cut-offs.
 fn parse_ks(text: &str) -> Result<Vec<usize>> {
     let ks: Vec<usize> = text

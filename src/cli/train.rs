@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use ragtune::data::load_beir;
 use ragtune::models::{LoadOptions, SentenceEncoder};
 use ragtune::train::schedule::Decay;
-use ragtune::train::{BatchSampler, LossConfig, LossName, TrainConfig, Trainer, TrainingSet};
+use ragtune::train::{BatchSampler, LossConfig, LossName, TrainConfig, Trainer};
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
@@ -20,13 +20,8 @@ pub struct EmbedArgs {
     /// Base model: local folder or hub id (owner/name[@revision]).
     #[arg(long)]
     model: String,
-    /// Training data: a table (.jsonl/.csv/.tsv/.parquet; text columns by position, optional
-    /// label/score column), or a BEIR folder with --beir-split.
-    #[arg(long)]
-    data: PathBuf,
-    /// Train on the (query, relevant document) pairs of this qrels split of the BEIR folder.
-    #[arg(long)]
-    beir_split: Option<String>,
+    #[command(flatten)]
+    data: super::DataArgs,
     /// mnrl, mnrl_symmetric, cached_mnrl, gist, triplet, cosent or margin_mse.
     #[arg(long, default_value = "mnrl")]
     loss: LossName,
@@ -100,7 +95,7 @@ fn parse_sampler(s: &str) -> Result<BatchSampler> {
 
 pub fn run(cmd: TrainCommand) -> Result<()> {
     let TrainCommand::Embed(a) = cmd;
-    let data = TrainingSet::load(&a.data, a.beir_split.as_deref())?;
+    let data = a.data.load()?;
     let dev = a
         .dev_beir
         .as_ref()
