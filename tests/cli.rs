@@ -496,3 +496,47 @@ fn mine_writes_triplets_and_refuses_impossible_settings() {
         text(&bad.stderr)
     );
 }
+
+#[test]
+fn eval_retrieval_at_a_truncated_dimension() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::write_tiny_model(&tmp.path().join("model"), 16);
+    let beir = tiny_beir(&tmp.path().join("beir"));
+    let eval = |extra: &[&str]| {
+        let mut a = vec![
+            "eval",
+            "retrieval",
+            "--model",
+            model.to_str().unwrap(),
+            "--beir",
+            beir.to_str().unwrap(),
+            "--split",
+            "test",
+            "--k",
+            "1,4",
+            "--json",
+        ];
+        a.extend_from_slice(extra);
+        ragtune(&a)
+    };
+    let json = |o: &Output| -> Value { serde_json::from_str(text(&o.stdout).trim()).unwrap() };
+    let (full, same, cut) = (
+        eval(&[]),
+        eval(&["--truncate-dim", "8"]),
+        eval(&["--truncate-dim", "3"]),
+    );
+    assert_eq!(
+        json(&full),
+        json(&same),
+        "truncating to the full width changes nothing"
+    );
+    // q1 is word for word d2: its first 3 components are identical too, so it stays first.
+    let m = json(&cut);
+    assert!(m["mrr@4"].as_f64().unwrap() >= 0.5 && m["recall@4"].as_f64().unwrap() == 1.0);
+    let bad = eval(&["--truncate-dim", "9"]);
+    assert!(
+        text(&bad.stderr).contains("truncate_dim 9 must be between 1 and the embedding width 8"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

@@ -29,6 +29,9 @@ pub struct RetrievalArgs {
     k: String,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Score with only the first N embedding components (Matryoshka-trained models).
+    #[arg(long)]
+    truncate_dim: Option<usize>,
     /// Print one JSON object (`{"ndcg@10": …}`) on stdout instead of a table; with several
     /// models, one such object per model, keyed by model.
     #[arg(long)]
@@ -40,6 +43,7 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
     let options = RetrievalEvalOptions {
         ks: super::parse_ks(&args.k)?,
         batch_size: args.batch_size,
+        truncate_dim: args.truncate_dim,
         ..Default::default()
     };
     let dataset = ragtune::data::load_beir(&args.beir, &args.split)?;

@@ -23,6 +23,8 @@ pub struct RetrievalEvalOptions {
     pub batch_size: usize,
     /// Show progress bars.
     pub progress: bool,
+    /// Score with only the first `truncate_dim` embedding components (Matryoshka models).
+    pub truncate_dim: Option<usize>,
     #[serde(skip)]
     pub search: SearchOptions,
 }
@@ -34,6 +36,7 @@ impl Default for RetrievalEvalOptions {
             ks: vec![1, 3, 5, 10, 100],
             batch_size: encode.batch_size,
             progress: encode.progress,
+            truncate_dim: None,
             search: SearchOptions::default(),
         }
     }
@@ -130,7 +133,17 @@ pub fn evaluate_encoder(
         .encode(&dataset.doc_texts()?, &options.encode_options())
         .context("encoding the corpus")?;
     let encode_seconds = start.elapsed().as_secs_f64();
-    // Cosine similarity whatever the model's own Normalize module says.
+    let (queries, docs) = match options.truncate_dim {
+        Some(d) if d == 0 || d > encoder.dim() => {
+            anyhow::bail!(
+                "truncate_dim {d} must be between 1 and the embedding width {}",
+                encoder.dim()
+            )
+        }
+        Some(d) => (queries.narrow(1, 0, d)?, docs.narrow(1, 0, d)?),
+        None => (queries, docs),
+    };
+    // Cosine similarity whatever the model's own Normalize module says (after truncation, too).
     let (queries, docs) = (l2_normalize(&queries)?, l2_normalize(&docs)?);
     let depth = options.ks.iter().copied().max().unwrap_or(10);
     let hits = top_k(&queries, &docs, depth, options.search)?;

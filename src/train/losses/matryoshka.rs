@@ -3,7 +3,8 @@
 //! Wraps any loss: the wrapped loss is computed on the embeddings truncated to each of `dims`
 //! (their first d components) and the results are summed with `weights`, so that the leading
 //! components alone make a usable smaller embedding. Evaluate at a truncated dimension with
-//! `RetrievalEvalOptions::truncate_dim`.
+//! `RetrievalEvalOptions::truncate_dim`
+//! (`ragtune eval retrieval --truncate-dim 128`, `evaluate(…, #{truncate_dim: 128})`).
 
 use anyhow::{bail, Result};
 use candle_core::Tensor;
