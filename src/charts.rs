@@ -24,7 +24,7 @@ pub struct Series {
 }
 
 impl Chart {
-    /// The figure as a standalone HTML page (plotly.js from its CDN).
+    /// The figure as a standalone HTML page (plotly.js embedded: it renders offline).
     pub fn to_html(&self) -> String {
         self.html.clone()
     }
