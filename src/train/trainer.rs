@@ -128,7 +128,6 @@ impl Trainer<'_> {
         }
         let progress = Progress::steps(total as u64, config.progress);
         progress.set_position(start as u64);
-        let mut last_loss = f64::NAN;
         for step in start..total {
             let began = Instant::now();
             let micro = &plan[step * config.gradient_accumulation_steps
@@ -155,17 +154,17 @@ impl Trainer<'_> {
             let grad_norm = grads.clip(config.max_grad_norm)?;
             let lr = schedule.lr_at(step);
             optimizer.step(&grads, lr)?;
-            last_loss = loss_sum / micro.len() as f64;
+            let step_loss = loss_sum / micro.len() as f64;
             seconds += began.elapsed().as_secs_f64();
             log.push(LogEntry::Loss {
                 step: step + 1,
                 epoch: micro[0].0,
-                loss: last_loss,
+                loss: step_loss,
                 lr,
                 grad_norm,
                 seconds,
             })?;
-            progress.set_message(format!("loss {last_loss:.4} lr {lr:.2e}"));
+            progress.set_message(format!("loss {step_loss:.4} lr {lr:.2e}"));
             progress.inc(1);
 
             let done = step + 1;
@@ -200,17 +199,16 @@ impl Trainer<'_> {
                 .find(|(step, _)| *step == s)
                 .map(|(_, m)| m.clone())
         };
-        if last_loss.is_nan() {
-            last_loss = log
-                .entries
-                .iter()
-                .rev()
-                .find_map(|e| match e {
-                    LogEntry::Loss { loss, .. } => Some(*loss),
-                    _ => None,
-                })
-                .unwrap_or(f64::NAN);
-        }
+        // From the log rather than this process: a resumed run may have had no step left to take.
+        let final_loss = log
+            .entries
+            .iter()
+            .rev()
+            .find_map(|e| match e {
+                LogEntry::Loss { loss, .. } => Some(*loss),
+                _ => None,
+            })
+            .unwrap_or(f64::NAN);
         let outcome = TrainOutcome {
             output: output.to_path_buf(),
             loss: loss.name(),
@@ -218,7 +216,7 @@ impl Trainer<'_> {
             examples: self.data.len(),
             seconds,
             seconds_per_step: seconds / total.max(1) as f64,
-            final_loss: last_loss,
+            final_loss,
             dev_before: dev_at(0),
             dev_after: dev_at(total),
             best,
