@@ -12,6 +12,7 @@ use plotly::{Histogram, Plot, Scatter};
 /// chart never changes once drawn.
 #[derive(Clone, Debug)]
 pub struct Chart {
+    title: String,
     html: String,
     json: String,
 }
@@ -34,8 +35,38 @@ impl Chart {
         self.json.clone()
     }
 
-    fn from_plot(plot: &Plot) -> Self {
+    pub fn title(&self) -> &str {
+        &self.title
+    }
+
+    /// An HTML fragment for notebooks that cannot render plotly JSON themselves: a div drawn by
+    /// the page's plotly.js, loaded from plotly's CDN when the page has none (a standalone file,
+    /// [`write_html`](Self::write_html), embeds it instead; this keeps notebooks small).
+    pub fn to_html_fragment(&self) -> String {
+        // Unique per fragment: the same chart shown twice needs two divs.
+        static SHOWN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SHOWN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!(
+            "ragtune-chart-{}-{n}",
+            crate::fingerprint::Fingerprint::default()
+                .write(self.json.as_bytes())
+                .hex()
+        );
+        format!(
+            "<div id=\"{id}\" style=\"height:450px\"></div>\n<script>(function() {{\n\
+             var figure = {json};\n\
+             function draw() {{ Plotly.newPlot(\"{id}\", figure.data, figure.layout); }}\n\
+             if (window.Plotly) {{ draw(); }} else {{\n\
+             var s = document.createElement(\"script\");\n\
+             s.src = \"https://cdn.plot.ly/plotly-2.35.2.min.js\"; s.onload = draw;\n\
+             document.head.appendChild(s); }}\n}})();</script>",
+            json = self.json.replace("</", "<\\/"),
+        )
+    }
+
+    fn from_plot(plot: &Plot, title: &str) -> Self {
         Self {
+            title: title.to_string(),
             html: plot.to_html(),
             json: plot.to_json(),
         }
@@ -77,7 +108,7 @@ impl Chart {
             );
         }
         plot.set_layout(layout);
-        Self::from_plot(&plot)
+        Self::from_plot(&plot, title)
     }
 
     /// Overlaid histograms of several samples.
@@ -93,6 +124,6 @@ impl Chart {
                 .y_axis(Axis::new().title(Title::from("count")))
                 .bar_mode(BarMode::Overlay),
         );
-        Self::from_plot(&plot)
+        Self::from_plot(&plot, title)
     }
 }

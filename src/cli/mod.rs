@@ -3,7 +3,9 @@
 
 mod encode;
 mod eval;
+mod kernel;
 mod mine;
+mod repl;
 mod run;
 mod train;
 
@@ -35,6 +37,10 @@ enum Command {
     Train(train::TrainCommand),
     /// Mine hard negatives for (query, positive) pairs with an embedding model.
     Mine(mine::MineArgs),
+    /// An interactive session (the same language and bindings as recipes).
+    Repl(repl::ReplArgs),
+    /// The Jupyter kernel, or `kernel install` to register it with Jupyter.
+    Kernel(kernel::KernelArgs),
 }
 
 pub fn main() -> Result<()> {
@@ -44,6 +50,8 @@ pub fn main() -> Result<()> {
         Command::Run(args) => run::run(args),
         Command::Train(cmd) => train::run(cmd),
         Command::Mine(args) => mine::run(args),
+        Command::Repl(args) => repl::run(args),
+        Command::Kernel(args) => kernel::run(args),
     }
 }
 

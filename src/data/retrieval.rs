@@ -147,6 +147,44 @@ impl RetrievalDataset {
         Ok((part(false, "train")?, part(true, "dev")?))
     }
 
+    /// A smaller dataset for quick runs (notebooks, CI): `queries` judged queries drawn at random
+    /// with their judgements, and a corpus of every document they judge plus random others up to
+    /// `documents` (more when the judged ones alone exceed it). A function of the seed.
+    pub fn sample(&self, queries: usize, documents: usize, seed: u64) -> Result<Self> {
+        if queries == 0 {
+            bail!("sample: `queries` must be at least 1");
+        }
+        let mut rng = crate::train::rng::Rng::new(seed);
+        let qrels = self.qrels_map()?;
+        let mut judged: Vec<&String> = qrels.keys().collect();
+        rng.shuffle(&mut judged);
+        judged.truncate(queries);
+        let kept_queries: HashSet<&str> = judged.iter().map(|q| q.as_str()).collect();
+        let mut kept_docs: HashSet<String> = judged
+            .iter()
+            .flat_map(|q| qrels[*q].keys().cloned())
+            .collect();
+        let mut others: Vec<String> = self
+            .doc_ids()?
+            .into_iter()
+            .filter(|d| !kept_docs.contains(d))
+            .collect();
+        rng.shuffle(&mut others);
+        let room = documents.saturating_sub(kept_docs.len());
+        kept_docs.extend(others.into_iter().take(room));
+        let by = |df: &DataFrame, column: &str, keep: &dyn Fn(&str) -> bool| -> Result<DataFrame> {
+            let mask: BooleanChunked = str_column(df, column)?.iter().map(|v| keep(v)).collect();
+            Ok(df.filter(&mask)?)
+        };
+        let query_kept = |q: &str| kept_queries.contains(q);
+        Ok(Self {
+            name: format!("{}-sample", self.name),
+            corpus: by(&self.corpus, "doc_id", &|d| kept_docs.contains(d))?,
+            queries: by(&self.queries, "query_id", &query_kept)?,
+            qrels: by(&self.qrels, "query_id", &query_kept)?,
+        })
+    }
+
     /// The judgements as a map, for metric computation.
     pub fn qrels_map(&self) -> Result<Qrels> {
         let q = str_column(&self.qrels, "query_id")?;

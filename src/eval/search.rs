@@ -47,6 +47,7 @@ pub fn top_k(
     let mut best: Vec<Vec<Hit>> = vec![Vec::with_capacity(2 * k); nq];
     let docs = docs.to_dtype(queries.dtype())?;
     for q0 in (0..nq).step_by(options.query_block.max(1)) {
+        crate::interrupt::check()?;
         let qn = options.query_block.min(nq - q0);
         let q = queries.narrow(0, q0, qn)?;
         for d0 in (0..nd).step_by(options.doc_block.max(1)) {

@@ -350,6 +350,7 @@ impl SentenceEncoder {
         let passes = self.plan_passes(&encodings, options.batch_size.max(1));
         let progress = Progress::new(texts.len() as u64, "encoding", options.progress);
         let run = |pass: &Vec<usize>| -> Result<(Vec<Vec<f32>>, usize)> {
+            crate::interrupt::check()?;
             let group: Vec<&Encoding> = pass.iter().map(|&i| &encodings[i]).collect();
             let (emb, computed) = if self.bert.supports_packed() {
                 (

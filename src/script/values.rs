@@ -1,16 +1,18 @@
-//! The values scripts hold: thin, cheaply clonable handles on Rust API objects, each with one
-//! plain-text display (what `print` and the REPL show).
+//! The values scripts hold: thin, cheaply clonable handles on Rust API objects. How each looks is
+//! decided once, in [`rich`]: `print` and the REPL use its text, notebooks its HTML or plotly.
 
 use std::sync::Arc;
 
 use candle_core::Tensor;
 use polars::prelude::DataFrame;
+use rhai::Dynamic;
 
 use crate::charts;
 use crate::data::RetrievalDataset;
 use crate::eval::RetrievalReport;
 use crate::mine::Mined;
 use crate::models::SentenceEncoder;
+use crate::render::{Render, Rich};
 use crate::train::TrainOutcome;
 
 /// A Polars DataFrame.
@@ -42,56 +44,63 @@ pub struct Chart(pub charts::Chart);
 pub struct TrainRun {
     pub outcome: Arc<TrainOutcome>,
     pub encoder: Encoder,
-    pub metric: String,
 }
 
 /// The result of hard-negative mining.
 #[derive(Clone)]
 pub struct MinedNegatives(pub Arc<Mined>);
 
-impl std::fmt::Display for Chart {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Chart(plotly; write_html(path) to save it)")
+/// How a script value is shown: rich for the API's tables, reports and charts, text otherwise.
+pub fn rich(value: &Dynamic) -> Rich {
+    if let Some(v) = value.read_lock::<Frame>() {
+        return v.0.render();
     }
+    if let Some(v) = value.read_lock::<Report>() {
+        return v.0.render();
+    }
+    if let Some(v) = value.read_lock::<Chart>() {
+        return v.0.render();
+    }
+    if let Some(v) = value.read_lock::<TrainRun>() {
+        return v.outcome.render();
+    }
+    if let Some(v) = value.read_lock::<MinedNegatives>() {
+        return v.0.render();
+    }
+    if let Some(v) = value.read_lock::<Encoder>() {
+        return Rich::text(v.to_string());
+    }
+    if let Some(v) = value.read_lock::<Dataset>() {
+        return Rich::text(v.to_string());
+    }
+    if let Some(v) = value.read_lock::<Embeddings>() {
+        return Rich::text(v.to_string());
+    }
+    if value.is_string() {
+        return Rich::text(value.clone().into_string().unwrap_or_default());
+    }
+    Rich::text(value.to_string())
 }
 
-impl std::fmt::Display for TrainRun {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let o = &self.outcome;
-        write!(
-            f,
-            "TrainRun({} on {} examples: {} steps, {:.2} s/step, final loss {:.4}",
-            o.loss, o.examples, o.steps, o.seconds_per_step, o.final_loss
-        )?;
-        let dev = |m: &Option<crate::eval::metrics::MetricValues>| {
-            m.as_ref().and_then(|m| m.get(&self.metric).copied())
-        };
-        if let (Some(b), Some(a)) = (dev(&o.dev_before), dev(&o.dev_after)) {
-            write!(f, "; dev {} {b:.4} -> {a:.4}", self.metric)?;
+/// Display through [`rich`]'s text, so `print(x)` and `to_string(x)` agree with the REPL.
+macro_rules! display_as_rendered {
+    ($($t:ty => $inner:expr),* $(,)?) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let inner: &dyn Fn(&$t) -> Rich = &$inner;
+                write!(f, "{}", inner(self).text)
+            }
         }
-        write!(f, "; saved in {})", o.output.display())
-    }
+    )*};
 }
 
-impl std::fmt::Display for MinedNegatives {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let m = &self.0;
-        writeln!(
-            f,
-            "Mined {} rows for {} queries ({} with fewer negatives than asked)",
-            m.frame.height(),
-            m.queries,
-            m.short_queries
-        )?;
-        write!(f, "{}", m.summary)
-    }
-}
-
-impl std::fmt::Display for Frame {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
+display_as_rendered!(
+    Frame => |v| v.0.render(),
+    Report => |v| v.0.render(),
+    Chart => |v| v.0.render(),
+    TrainRun => |v| v.outcome.render(),
+    MinedNegatives => |v| v.0.render(),
+);
 
 impl std::fmt::Display for Encoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -126,20 +135,5 @@ impl std::fmt::Display for Dataset {
             d.queries.height(),
             d.qrels.height()
         )
-    }
-}
-
-impl std::fmt::Display for Report {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let r = &self.0;
-        writeln!(
-            f,
-            "{} on {} ({} queries, {} documents)",
-            r.model, r.dataset, r.queries, r.documents
-        )?;
-        match r.to_frame() {
-            Ok(df) => write!(f, "{df}"),
-            Err(e) => write!(f, "(cannot tabulate: {e})"),
-        }
     }
 }

@@ -44,6 +44,8 @@ pub struct TrainOutcome {
     /// Best dev score and its step (the model at `output/best`).
     pub best: Option<(f64, usize)>,
     pub resumed_from: Option<usize>,
+    /// The dev metric that chose the best model (`metric_for_best`).
+    pub metric: String,
 }
 
 /// Fine-tunes `encoder` in place on `data` and writes the result to `output`.
@@ -128,7 +130,40 @@ impl Trainer<'_> {
         }
         let progress = Progress::steps(total as u64, config.progress);
         progress.set_position(start as u64);
+        let save_checkpoint = |done: usize,
+                               best: Option<(f64, usize)>,
+                               log_lines: usize,
+                               seconds: f64,
+                               optimizer: &AdamW|
+         -> Result<()> {
+            let state = TrainerState {
+                step: done,
+                total_steps: total,
+                best,
+                log_lines,
+                seconds,
+                fingerprint: fingerprint.clone(),
+            };
+            checkpoint::save(output, &state, |dir| {
+                self.encoder.save_weights(&dir.join("model.safetensors"))?;
+                optimizer.save(&dir.join("optimizer.safetensors"))
+            })
+        };
         for step in start..total {
+            if crate::interrupt::requested() {
+                // Stop between steps, keeping the work done so far: `resume` continues from here.
+                if step > start {
+                    save_checkpoint(step, best, log.entries.len(), seconds, &optimizer)?;
+                }
+                progress.finish();
+                return Err(
+                    anyhow::Error::from(crate::interrupt::Interrupted).context(format!(
+                        "training stopped after step {step} of {total}; a checkpoint is in {} \
+                     (train again with resume to continue)",
+                        output.display()
+                    )),
+                );
+            }
             let began = Instant::now();
             let micro = &plan[step * config.gradient_accumulation_steps
                 ..((step + 1) * config.gradient_accumulation_steps).min(plan.len())];
@@ -172,18 +207,7 @@ impl Trainer<'_> {
                 self.evaluate(done, &mut log, &mut best, output)?;
             }
             if done % config.save_steps == 0 || done == total {
-                let state = TrainerState {
-                    step: done,
-                    total_steps: total,
-                    best,
-                    log_lines: log.entries.len(),
-                    seconds,
-                    fingerprint: fingerprint.clone(),
-                };
-                checkpoint::save(output, &state, |dir| {
-                    self.encoder.save_weights(&dir.join("model.safetensors"))?;
-                    optimizer.save(&dir.join("optimizer.safetensors"))
-                })?;
+                save_checkpoint(done, best, log.entries.len(), seconds, &optimizer)?;
             }
         }
         progress.finish();
@@ -221,6 +245,7 @@ impl Trainer<'_> {
             dev_after: dev_at(total),
             best,
             resumed_from,
+            metric: config.metric_for_best.clone(),
         };
         write_model_card(
             &output.join("README.md"),

@@ -32,6 +32,7 @@ pub(super) fn register(r: &mut Registry) {
         "mine",
         "mine(encoder: Encoder, pairs: Frame, options: #{…}) -> MinedNegatives",
         "Hard negatives for the (query, positive) pairs in the frame's first two columns, from the other pairs' positives.",
+        example: "let mined = mine(base, training_pairs(data), data, #{num_negatives: 3, range_max: 50, output_format: \"triplet\"}); print(mined); mined.frame.head(3)",
         |e: Encoder, pairs: Frame, opts: Map| -> Fallible<MinedNegatives> { run(&e, &pairs, None, opts) },
     );
     bind!(
@@ -65,6 +66,7 @@ pub(super) fn register(r: &mut Registry) {
         "chart",
         "mined.chart() -> Chart",
         "Histogram of positive vs negative similarity scores.",
+        example: "display(run.chart())",
         |m: &mut MinedNegatives| Chart(m.0.chart()),
     );
 }

@@ -22,6 +22,7 @@ pub(super) fn register(r: &mut Registry) {
         "training_pairs",
         "training_pairs(data: Dataset) -> Frame",
         "The (anchor, positive) pairs of a dataset's relevance judgements, ready for mine() or train().",
+        example: "let pairs = training_pairs(data); pairs.head(3)",
         |d: Dataset| -> Fallible<Frame> {
             TrainingSet::from_retrieval(&d.0).and_then(|s| s.to_frame()).map(Frame).map_err(fail)
         },
@@ -36,6 +37,7 @@ pub(super) fn register(r: &mut Registry) {
          #{name, scale, mini_batch_size, matryoshka_dims, …}; `dev` a Dataset evaluated before, during and after; \
          every other key is a TrainConfig field (epochs, max_steps, batch_size, lr, warmup_ratio, weight_decay, \
          scheduler, max_grad_norm, gradient_accumulation_steps, seed, batch_sampler, eval_steps, save_steps).",
+        example: "let run = train(\"sentence-transformers/all-MiniLM-L6-v2\", pairs, #{output: \"runs/tuned\", loss: \"mnrl\", epochs: 1, batch_size: 32, lr: 2e-5, dev: dev}); print(run)",
         |model: &str, data: Frame, opts: Map| -> Fallible<TrainRun> { train(model, &data, opts) },
     );
     r.engine
@@ -48,6 +50,7 @@ pub(super) fn register(r: &mut Registry) {
         "summary",
         "run.summary() -> Map",
         "steps, seconds, seconds_per_step, final_loss, dev_before, dev_after, best, … of a training run.",
+        example: "run.summary()[\"final_loss\"]",
         |t: &mut TrainRun| -> Fallible<Map> {
             let value = serde_json::to_value(&*t.outcome).map_err(|e| e.to_string())?;
             rhai::serde::to_dynamic(value)?.try_cast::<Map>().ok_or_else(|| "summary is not a map".into())
@@ -58,6 +61,7 @@ pub(super) fn register(r: &mut Registry) {
         "log",
         "run.log() -> Frame",
         "The loss log (train_log.jsonl of the output folder) as a frame.",
+        example: "run.log().tail(3)",
         |t: &mut TrainRun| -> Fallible<Frame> {
             crate::data::read_table(&t.outcome.output.join("train_log.jsonl"))
                 .map(Frame)
@@ -71,10 +75,13 @@ pub(super) fn register(r: &mut Registry) {
         "Loss per step and the dev metric, as a plotly chart.",
         |t: &mut TrainRun| -> Fallible<Chart> {
             let log = TrainLog::read(&t.outcome.output.join("train_log.jsonl")).map_err(fail)?;
-            Ok(Chart(log.chart(&t.metric)))
+            Ok(Chart(log.chart(&t.outcome.metric)))
         },
     );
 }
+
+/// The keys of train()'s options map that are the run's rather than `TrainConfig` fields.
+pub(super) const RUN_KEYS: &[&str] = &["output", "loss", "dev", "resume"];
 
 /// Splits the options map: `output`, `loss`, `dev` and `resume` are the run's; every other key
 /// must be a `TrainConfig` field.
@@ -108,7 +115,6 @@ fn train(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun> {
     let config: TrainConfig = options(opts, "train options")?;
     let set = TrainingSet::from_frame(&data.0, "the training frame").map_err(fail)?;
     let encoder = SentenceEncoder::load(model, &LoadOptions::default()).map_err(fail)?;
-    let metric = config.metric_for_best.clone();
     let outcome = Trainer {
         encoder: &encoder,
         data: &set,
@@ -121,6 +127,5 @@ fn train(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun> {
     Ok(TrainRun {
         outcome: Arc::new(outcome),
         encoder: Encoder(Arc::new(encoder)),
-        metric,
     })
 }

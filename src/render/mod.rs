@@ -1,0 +1,170 @@
+//! How results look, decided once per type: plain text for terminals, HTML for notebooks, plotly
+//! JSON for charts. The REPL, `ragtune run`, the Jupyter kernel and evcxr notebooks all show
+//! values through [`Render`], so a table looks the same wherever it is printed.
+
+mod table;
+
+use polars::prelude::DataFrame;
+
+use crate::charts::Chart;
+use crate::eval::RetrievalReport;
+use crate::mine::Mined;
+use crate::train::TrainOutcome;
+
+pub use table::frame_html;
+
+/// A value's representations, richest last: every value has text; tables add HTML; charts add
+/// plotly JSON (with an HTML fallback).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rich {
+    pub text: String,
+    pub html: Option<String>,
+    /// `{"data": …, "layout": …}`, Jupyter's `application/vnd.plotly.v1+json`.
+    pub plotly: Option<serde_json::Value>,
+}
+
+impl Rich {
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The MIME bundle of a Jupyter `execute_result` / `display_data`.
+    pub fn mime_bundle(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut bundle = serde_json::Map::new();
+        bundle.insert("text/plain".into(), self.text.clone().into());
+        if let Some(html) = &self.html {
+            bundle.insert("text/html".into(), html.clone().into());
+        }
+        if let Some(plotly) = &self.plotly {
+            bundle.insert(PLOTLY_MIME.into(), plotly.clone());
+        }
+        bundle
+    }
+
+    /// evcxr's display protocol: one `EVCXR_BEGIN_CONTENT <mime>` … `EVCXR_END_CONTENT` block per
+    /// representation richer than text.
+    pub fn evcxr_blocks(&self) -> String {
+        let mut out = String::new();
+        let mut block = |mime: &str, body: &str| {
+            out.push_str(&format!(
+                "EVCXR_BEGIN_CONTENT {mime}\n{body}\nEVCXR_END_CONTENT\n"
+            ));
+        };
+        if let Some(plotly) = &self.plotly {
+            block(PLOTLY_MIME, &plotly.to_string());
+        }
+        if let Some(html) = &self.html {
+            block("text/html", html);
+        }
+        if self.plotly.is_none() && self.html.is_none() {
+            block("text/plain", &self.text);
+        }
+        out
+    }
+}
+
+pub const PLOTLY_MIME: &str = "application/vnd.plotly.v1+json";
+
+/// Types with a display for terminals and notebooks.
+pub trait Render {
+    fn render(&self) -> Rich;
+
+    /// Shows the value in an evcxr notebook (`use ragtune::render::Render;` then `value.evcxr_display()`;
+    /// evcxr calls it by itself for a cell's final value).
+    fn evcxr_display(&self) {
+        print!("{}", self.render().evcxr_blocks());
+    }
+}
+
+impl Render for DataFrame {
+    fn render(&self) -> Rich {
+        Rich {
+            text: self.to_string(),
+            html: Some(frame_html(self, None)),
+            plotly: None,
+        }
+    }
+}
+
+impl Render for Chart {
+    fn render(&self) -> Rich {
+        Rich {
+            text: format!(
+                "Chart \"{}\" (plotly; write_html(path) saves it)",
+                self.title()
+            ),
+            html: Some(self.to_html_fragment()),
+            plotly: serde_json::from_str(&self.to_json()).ok(),
+        }
+    }
+}
+
+impl Render for RetrievalReport {
+    fn render(&self) -> Rich {
+        let caption = format!(
+            "{} on {} ({} queries, {} documents)",
+            self.model, self.dataset, self.queries, self.documents
+        );
+        match self.to_frame() {
+            Ok(df) => Rich {
+                text: format!("{caption}\n{df}"),
+                html: Some(frame_html(&df, Some(&caption))),
+                plotly: None,
+            },
+            Err(e) => Rich::text(format!("{caption}\n(cannot tabulate: {e})")),
+        }
+    }
+}
+
+impl Render for TrainOutcome {
+    fn render(&self) -> Rich {
+        let mut text = format!(
+            "TrainRun({} on {} examples: {} steps, {:.2} s/step, final loss {:.4}",
+            self.loss, self.examples, self.steps, self.seconds_per_step, self.final_loss
+        );
+        let dev = |m: &Option<crate::eval::metrics::MetricValues>| {
+            m.as_ref().and_then(|m| m.get(&self.metric).copied())
+        };
+        let mut rows: Vec<(String, String)> = vec![
+            ("loss".into(), self.loss.clone()),
+            ("examples".into(), self.examples.to_string()),
+            ("steps".into(), self.steps.to_string()),
+            (
+                "seconds per step".into(),
+                format!("{:.2}", self.seconds_per_step),
+            ),
+            ("final loss".into(), format!("{:.4}", self.final_loss)),
+        ];
+        if let (Some(b), Some(a)) = (dev(&self.dev_before), dev(&self.dev_after)) {
+            text.push_str(&format!("; dev {} {b:.4} -> {a:.4}", self.metric));
+            rows.push((format!("dev {} before", self.metric), format!("{b:.4}")));
+            rows.push((format!("dev {} after", self.metric), format!("{a:.4}")));
+        }
+        text.push_str(&format!("; saved in {})", self.output.display()));
+        rows.push(("saved in".into(), self.output.display().to_string()));
+        Rich {
+            text,
+            html: Some(table::key_value_html("Training run", &rows)),
+            plotly: None,
+        }
+    }
+}
+
+impl Render for Mined {
+    fn render(&self) -> Rich {
+        let caption = format!(
+            "Mined {} rows for {} queries ({} with fewer negatives than asked)",
+            self.frame.height(),
+            self.queries,
+            self.short_queries
+        );
+        Rich {
+            text: format!("{caption}\n{}", self.summary),
+            html: Some(frame_html(&self.summary, Some(&caption))),
+            plotly: None,
+        }
+    }
+}
