@@ -181,10 +181,16 @@ impl Session {
     pub fn eval(&mut self, source: &str, origin: &str) -> Result<Dynamic, ScriptError> {
         crate::interrupt::clear();
         let ast = self.compile(source, origin)?;
+        let defined = self.scope.len();
         let value = self
             .engine
             .eval_ast_with_scope::<Dynamic>(&mut self.scope, &ast)
-            .map_err(|e| ScriptError::from_eval(origin, source, &e))?;
+            .map_err(|e| {
+                // A failed input defines nothing: the session's variables stay those that the
+                // successful inputs (what `:save` writes) define.
+                self.scope.rewind(defined);
+                ScriptError::from_eval(origin, source, &e)
+            })?;
         self.inputs.push(source.to_string());
         Ok(value)
     }

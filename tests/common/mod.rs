@@ -2,6 +2,8 @@
 //! in sentence-transformers' layout, and the locations of optional real resources.
 #![allow(dead_code)]
 
+pub mod tmux;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};

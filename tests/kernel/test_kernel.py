@@ -168,7 +168,9 @@ example = os.environ.get("RAGTUNE_NOTEBOOK")
 if example:
     nb = nbformat.read(example, as_version=4)
     started = time.time()
-    NotebookClient(nb, timeout=1200, kernel_name="ragtune").execute()
+    workdir = tempfile.mkdtemp(prefix="ragtune-notebook-")
+    NotebookClient(nb, timeout=1200, kernel_name="ragtune",
+                   resources={"metadata": {"path": workdir}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     mimes = {m for o in outputs for m in o.get("data", {})}
     check("text/html" in mimes and "application/vnd.plotly.v1+json" in mimes, f"example notebook ran ({time.time() - started:.0f} s): tables and plots", sorted(mimes))

@@ -556,6 +556,25 @@ fn register_eval(r: &mut Registry) {
     );
     bind!(
         r,
+        "side_by_side",
+        "side_by_side(reports: [Report]) -> Frame",
+        "Reports of several evaluations as one table, one column per model (plus delta for two).",
+        example: "side_by_side([evaluate(base, dev), evaluate(run.encoder, dev)])",
+        |reports: Array| -> Fallible<Frame> {
+            let reports = reports
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| {
+                    v.try_cast::<Report>()
+                        .map(|r| (*r.0).clone())
+                        .ok_or_else(|| format!("reports[{i}] must be a Report (from evaluate)"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            eval::comparison_frame(&reports).map(Frame).map_err(fail)
+        },
+    );
+    bind!(
+        r,
         "metrics",
         "report.metrics() -> Map",
         "The mean metrics as a map keyed `<metric>@<k>` (e.g. \"ndcg@10\").",

@@ -114,7 +114,7 @@ fn train(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun> {
     };
     let config: TrainConfig = options(opts, "train options")?;
     let set = TrainingSet::from_frame(&data.0, "the training frame").map_err(fail)?;
-    let encoder = SentenceEncoder::load(model, &LoadOptions::default()).map_err(fail)?;
+    let mut encoder = SentenceEncoder::load(model, &LoadOptions::default()).map_err(fail)?;
     let outcome = Trainer {
         encoder: &encoder,
         data: &set,
@@ -124,6 +124,9 @@ fn train(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun> {
     }
     .run(Path::new(&output), resume)
     .map_err(fail)?;
+    // From here on the encoder is the tuned model: name it by where it was saved, so reports and
+    // side-by-side tables tell base and tuned apart.
+    encoder.set_name(output.clone());
     Ok(TrainRun {
         outcome: Arc::new(outcome),
         encoder: Encoder(Arc::new(encoder)),
