@@ -87,11 +87,12 @@ impl Progress {
     fn report(&self, last: bool) {
         let Some((sink, at)) = &self.sink else { return };
         let mut at = at.lock().unwrap_or_else(|e| e.into_inner());
-        if !last && at.elapsed() < SINK_EVERY {
+        let (pos, len) = (self.bar.position(), self.bar.length().unwrap_or(0));
+        // The final line is `finish`'s; a full bar before it would repeat it.
+        if !last && (at.elapsed() < SINK_EVERY || pos >= len) {
             return;
         }
         *at = Instant::now();
-        let (pos, len) = (self.bar.position(), self.bar.length().unwrap_or(0));
         let elapsed = self.bar.elapsed().as_secs_f64();
         let eta = if last || pos == 0 {
             String::new()

@@ -168,3 +168,54 @@ impl Render for Mined {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mime_bundles_and_evcxr_blocks_carry_every_representation() {
+        let chart = Chart::lines(
+            "loss",
+            "step",
+            (
+                "loss",
+                vec![crate::charts::Series {
+                    name: "train".into(),
+                    x: vec![1.0, 2.0],
+                    y: vec![0.5, 0.25],
+                }],
+            ),
+            None,
+        );
+        let rich = chart.render();
+        let bundle = rich.mime_bundle();
+        assert_eq!(
+            bundle["text/plain"],
+            "Chart \"loss\" (plotly; write_html(path) saves it)"
+        );
+        assert_eq!(
+            bundle[PLOTLY_MIME]["data"][0]["y"],
+            serde_json::json!([0.5, 0.25])
+        );
+        assert!(bundle["text/html"]
+            .as_str()
+            .unwrap()
+            .contains("Plotly.newPlot"));
+        let blocks = rich.evcxr_blocks();
+        assert!(
+            blocks.starts_with(&format!("EVCXR_BEGIN_CONTENT {PLOTLY_MIME}\n{{")),
+            "{blocks}"
+        );
+        assert_eq!(blocks.matches("EVCXR_END_CONTENT\n").count(), 2);
+
+        let text = Rich::text("plain").evcxr_blocks();
+        assert_eq!(
+            text,
+            "EVCXR_BEGIN_CONTENT text/plain\nplain\nEVCXR_END_CONTENT\n"
+        );
+        let frame = polars::prelude::df!("a" => [1i64, 2]).unwrap().render();
+        assert!(frame.html.unwrap().contains("shape: (2, 1)"));
+        assert!(frame.text.contains("shape: (2, 1)"));
+    }
+}
