@@ -60,6 +60,24 @@ fn a_user_session_in_the_repl() {
     t.line("spins");
     t.wait_for("Variable not found: spins", WAIT);
 
+    // Ctrl-C during a long API call (training) stops it between steps with a checkpoint.
+    let model = common::write_tiny_model(&dir.path().join("tiny"), 24);
+    let apiary = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/data/apiary");
+    t.line(&format!(
+        "let long = train(\"{}\", training_pairs(load_beir(\"{}\", \"test\")), #{{output: \"{}\", max_steps: 100000, batch_size: 4}});",
+        model.display(),
+        apiary.display(),
+        dir.path().join("long").display()
+    ));
+    t.wait_for("/100000 (", WAIT);
+    t.keys(&["C-c"]);
+    let screen = t.wait_for("training stopped after step", WAIT);
+    assert!(
+        screen.contains("(train again with resume to continue): interrupted by the user"),
+        "{screen}"
+    );
+    assert!(dir.path().join("long/checkpoints").is_dir());
+
     // help() comes from the bindings' own docs.
     t.line("help(\"sample\")");
     t.wait_for("Example:", WAIT);

@@ -88,24 +88,23 @@ impl ScriptError {
 
     fn from_eval(origin: &str, source: &str, err: &EvalAltResult) -> Self {
         // Both Rhai's own termination (a loop stopped by `on_progress`) and an API call that
-        // returned `Interrupted` leave the flag raised.
-        if crate::interrupt::requested() {
-            let mut e = Self::at(
-                origin,
-                source,
-                err.position(),
-                "interrupted by the user".into(),
-            );
-            e.interrupted = true;
-            return e;
-        }
-        // Rhai appends " (line l, position c)" to messages; the location is reported separately.
-        let message = err.to_string();
-        let message = match message.rfind(" (line ") {
-            Some(i) if message.ends_with(')') => message[..i].to_string(),
-            _ => message,
+        // returned `Interrupted` (with its own message, e.g. where a checkpoint is) leave the
+        // flag raised.
+        let interrupted = crate::interrupt::requested();
+        let message = match err {
+            EvalAltResult::ErrorTerminated(..) => "interrupted by the user".to_string(),
+            _ => {
+                // Rhai appends " (line l, position c)"; the location is reported separately.
+                let message = err.to_string();
+                match message.rfind(" (line ") {
+                    Some(i) if message.ends_with(')') => message[..i].to_string(),
+                    _ => message,
+                }
+            }
         };
-        Self::at(origin, source, err.position(), message)
+        let mut e = Self::at(origin, source, err.position(), message);
+        e.interrupted = interrupted;
+        e
     }
 }
 
