@@ -18,8 +18,15 @@ fn result_line(text: &str) -> String {
         .to_string()
 }
 
-fn python() -> String {
-    std::env::var("RAGTUNE_PYTHON").unwrap_or_else(|_| "python3".into())
+/// Runs a command that must succeed and returns what it printed.
+fn stdout_of(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 const NOTEBOOK: &str = r#"
@@ -43,7 +50,7 @@ for cell in nb.cells:
 #[test]
 fn the_same_recipe_gives_the_same_numbers_through_every_door() {
     let has_tools = tmux::available()
-        && Command::new(python())
+        && Command::new(common::python())
             .args(["-c", "import nbclient, nbformat"])
             .output()
             .is_ok_and(|o| o.status.success());
@@ -69,23 +76,17 @@ fn the_same_recipe_gives_the_same_numbers_through_every_door() {
     };
 
     // 1. ragtune run
-    let out = Command::new(env!("CARGO_BIN_EXE_ragtune"))
-        .arg("run")
-        .arg(&recipe_path)
-        .arg("--set")
-        .arg(format!("apiary={}", apiary.display()))
-        .arg("--set")
-        .arg(format!("model={}", model.display()))
-        .arg("--set")
-        .arg(format!("output={}", dir.path().join("run").display()))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let from_run = result_line(&String::from_utf8_lossy(&out.stdout));
+    let from_run = result_line(&stdout_of(
+        Command::new(env!("CARGO_BIN_EXE_ragtune"))
+            .arg("run")
+            .arg(&recipe_path)
+            .arg("--set")
+            .arg(format!("apiary={}", apiary.display()))
+            .arg("--set")
+            .arg(format!("model={}", model.display()))
+            .arg("--set")
+            .arg(format!("output={}", dir.path().join("run").display())),
+    ));
 
     // 2. pasted into the REPL
     let command = format!(
@@ -103,19 +104,13 @@ fn the_same_recipe_gives_the_same_numbers_through_every_door() {
     // 3. a notebook on the kernel
     let settings_file = dir.path().join("settings.rhai");
     std::fs::write(&settings_file, settings("notebook")).unwrap();
-    let out = Command::new(python())
-        .args(["-c", NOTEBOOK])
-        .arg(&settings_file)
-        .arg(&recipe_path)
-        .env("RAGTUNE_BIN", env!("CARGO_BIN_EXE_ragtune"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let from_notebook = result_line(&String::from_utf8_lossy(&out.stdout));
+    let from_notebook = result_line(&stdout_of(
+        Command::new(common::python())
+            .args(["-c", NOTEBOOK])
+            .arg(&settings_file)
+            .arg(&recipe_path)
+            .env("RAGTUNE_BIN", env!("CARGO_BIN_EXE_ragtune")),
+    ));
 
     println!("run:      {from_run}\nrepl:     {from_repl}\nnotebook: {from_notebook}");
     assert_eq!(from_run, from_repl);

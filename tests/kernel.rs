@@ -11,12 +11,8 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-pub fn python() -> String {
-    std::env::var("RAGTUNE_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
 fn has_jupyter_client() -> bool {
-    Command::new(python())
+    Command::new(common::python())
         .args(["-c", "import jupyter_client, nbclient, nbformat"])
         .output()
         .is_ok_and(|o| o.status.success())
@@ -31,7 +27,7 @@ fn a_real_jupyter_client_drives_the_kernel() {
         return;
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut command = Command::new(python());
+    let mut command = Command::new(common::python());
     command
         .arg(root.join("tests/kernel/test_kernel.py"))
         .env("RAGTUNE_BIN", env!("CARGO_BIN_EXE_ragtune"))

@@ -148,6 +148,11 @@ pub fn minilm_seeded() -> bool {
         .is_file()
 }
 
+/// The Python that drives Jupyter in tests: `RAGTUNE_PYTHON` (CI's venv), else `python3`.
+pub fn python() -> String {
+    std::env::var("RAGTUNE_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
 pub const MINILM: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
 /// Skips (returns true) when a resource is missing, loudly; fails instead when
