@@ -43,6 +43,10 @@ impl Tmux {
     fn tmux(&self, args: &[&str]) -> Command {
         let mut c = Command::new("tmux");
         c.args(["-L", &self.socket]).args(args);
+        // CI runs without a terminal; tmux still wants to know which one to emulate.
+        if std::env::var_os("TERM").is_none_or(|t| t.is_empty() || t == "dumb") {
+            c.env("TERM", "xterm-256color");
+        }
         c
     }
 
