@@ -1,13 +1,15 @@
 //! Progress bars for long work. One place decides how they look and where they go: a bar on
 //! stderr in a terminal (hidden when stderr is not one), or, when a front end installs a
-//! [`set_sink`] (the Jupyter kernel), a status line at most once a second plus a final one.
+//! [`set_sink`] (the Jupyter kernel), a status line at most once a second plus a final one; the
+//! sink learns which line is the final one, so it can redraw the others in place.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-type Sink = Arc<dyn Fn(&str) + Send + Sync>;
+/// Receives a status line and whether it is the bar's last.
+type Sink = Arc<dyn Fn(&str, bool) + Send + Sync>;
 
 static SINK: RwLock<Option<Sink>> = RwLock::new(None);
 
@@ -102,9 +104,10 @@ impl Progress {
                 elapsed / pos as f64 * len.saturating_sub(pos) as f64
             )
         };
-        sink(&format!(
+        let line = format!(
             "{} {pos}/{len} ({elapsed:.0} s elapsed{eta})",
             self.bar.message()
-        ));
+        );
+        sink(&line, last);
     }
 }

@@ -121,8 +121,15 @@ async fn serve(info: ConnectionInfo) -> Result<()> {
         parent: Mutex::new(None),
     });
     let progress_to = iopub.clone();
-    crate::progress::set_sink(Some(Arc::new(move |line: &str| {
-        progress_to.send(StreamContent::stderr(&format!("{line}\n")));
+    // Notebook front ends treat "\r" as "back to the start of the line": intermediate lines
+    // overwrite each other and only the final one stays.
+    crate::progress::set_sink(Some(Arc::new(move |line: &str, last: bool| {
+        let text = if last {
+            format!("\r{line}\n")
+        } else {
+            format!("\r{line}")
+        };
+        progress_to.send(StreamContent::stderr(&text));
     })));
     let session = Session::with_output(iopub.clone());
     let mut kernel = Kernel {
