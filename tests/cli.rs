@@ -32,6 +32,15 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).to_string()
 }
 
+/// Fails, showing the whole stderr, unless the command's stderr contains `needle`.
+fn assert_stderr_says(out: &std::process::Output, needle: &str) {
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains(needle),
+        "stderr lacks {needle:?}:\n{stderr}"
+    );
+}
+
 /// A tiny BEIR set whose query q1 is word for word the text of document d2.
 fn tiny_beir(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir.join("qrels")).unwrap();
@@ -367,11 +376,7 @@ fn bad_inputs_are_reported_with_their_location() {
         "--split",
         "dev",
     ]);
-    assert!(
-        text(&out.stderr).contains("dev.tsv"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_says(&out, "dev.tsv");
 
     let out = ragtune(&[
         "eval",
@@ -383,7 +388,7 @@ fn bad_inputs_are_reported_with_their_location() {
         "--k",
         "0,10",
     ]);
-    assert!(text(&out.stderr).contains("--k"), "{}", text(&out.stderr));
+    assert_stderr_says(&out, "--k");
 
     let out = ragtune(&[
         "encode",
@@ -394,11 +399,7 @@ fn bad_inputs_are_reported_with_their_location() {
         "--output",
         "x.npy",
     ]);
-    assert!(
-        text(&out.stderr).contains("unknown table format"),
-        "{}",
-        text(&out.stderr)
-    );
+    assert_stderr_says(&out, "unknown table format");
 }
 
 #[test]
@@ -484,17 +485,9 @@ fn mine_writes_triplets_and_refuses_impossible_settings() {
         "4",
     ]));
     assert!(!bad.status.success());
-    assert!(
-        text(&bad.stderr).contains("cannot mine 5 negatives"),
-        "{}",
-        text(&bad.stderr)
-    );
+    assert_stderr_says(&bad, "cannot mine 5 negatives");
     let bad = run(args(&["--sampling", "best"]));
-    assert!(
-        text(&bad.stderr).contains("choose top or random"),
-        "{}",
-        text(&bad.stderr)
-    );
+    assert_stderr_says(&bad, "choose top or random");
 }
 
 #[test]
@@ -534,9 +527,8 @@ fn eval_retrieval_at_a_truncated_dimension() {
     let m = json(&cut);
     assert!(m["mrr@4"].as_f64().unwrap() >= 0.5 && m["recall@4"].as_f64().unwrap() == 1.0);
     let bad = eval(&["--truncate-dim", "9"]);
-    assert!(
-        text(&bad.stderr).contains("truncate_dim 9 must be between 1 and the embedding width 8"),
-        "{}",
-        text(&bad.stderr)
+    assert_stderr_says(
+        &bad,
+        "truncate_dim 9 must be between 1 and the embedding width 8",
     );
 }

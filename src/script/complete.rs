@@ -33,7 +33,8 @@ const KEYWORDS: &[&str] = &[
     "return", "true", "false", "print", "debug", "switch", "throw", "try", "catch",
 ];
 
-fn docs() -> &'static [BindingDoc] {
+/// Every binding's documentation, built once per process (it takes registering every binding).
+pub(crate) fn docs() -> &'static [BindingDoc] {
     static DOCS: OnceLock<Vec<BindingDoc>> = OnceLock::new();
     DOCS.get_or_init(bindings::binding_docs)
 }

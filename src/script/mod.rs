@@ -239,7 +239,7 @@ impl Session {
                 values::rich(&value).text
             ));
         }
-        bindings::help_for(&binding_docs(), word)
+        bindings::help_for(complete::docs(), word)
     }
 }
 

@@ -21,12 +21,7 @@ fn run(
 }
 
 pub(super) fn register(r: &mut Registry) {
-    r.engine
-        .register_type_with_name::<MinedNegatives>("MinedNegatives");
-    r.engine
-        .register_fn("to_string", |v: &mut MinedNegatives| v.to_string());
-    r.engine
-        .register_fn("to_debug", |v: &mut MinedNegatives| v.to_string());
+    r.value::<MinedNegatives>("MinedNegatives");
     bind!(
         r,
         "mine",

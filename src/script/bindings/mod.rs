@@ -118,6 +118,17 @@ struct Registry<'a> {
     docs: &'a mut Vec<BindingDoc>,
 }
 
+impl Registry<'_> {
+    /// Registers a value type scripts hold, shown by `print` and `debug` through its `Display`
+    /// (which `values.rs` derives from the type's one rendering).
+    fn value<T: Clone + Send + Sync + std::fmt::Display + 'static>(&mut self, name: &str) {
+        self.engine
+            .register_type_with_name::<T>(name)
+            .register_fn("to_string", |v: &mut T| v.to_string())
+            .register_fn("to_debug", |v: &mut T| v.to_string());
+    }
+}
+
 /// Registers a function and records its documentation in the same breath.
 macro_rules! bind {
     ($r:expr, $name:expr, $signature:expr, $doc:expr, example: $example:expr, $func:expr $(,)?) => {{
@@ -170,29 +181,12 @@ fn numbers(array: Array, what: &str) -> Fallible<Vec<f64>> {
 }
 
 fn register_all(r: &mut Registry, output: Arc<dyn Output>) {
-    r.engine
-        .register_type_with_name::<Frame>("Frame")
-        .register_type_with_name::<Encoder>("Encoder")
-        .register_type_with_name::<Embeddings>("Embeddings")
-        .register_type_with_name::<Dataset>("Dataset")
-        .register_type_with_name::<Report>("Report")
-        .register_type_with_name::<Chart>("Chart");
-    r.engine
-        .register_fn("to_string", |v: &mut Frame| v.to_string());
-    r.engine
-        .register_fn("to_string", |v: &mut Encoder| v.to_string());
-    r.engine
-        .register_fn("to_string", |v: &mut Embeddings| v.to_string());
-    r.engine
-        .register_fn("to_string", |v: &mut Dataset| v.to_string());
-    r.engine
-        .register_fn("to_string", |v: &mut Report| v.to_string());
-    r.engine
-        .register_fn("to_string", |v: &mut Chart| v.to_string());
-    r.engine
-        .register_fn("to_debug", |v: &mut Frame| v.to_string());
-    r.engine
-        .register_fn("to_debug", |v: &mut Report| v.to_string());
+    r.value::<Frame>("Frame");
+    r.value::<Encoder>("Encoder");
+    r.value::<Embeddings>("Embeddings");
+    r.value::<Dataset>("Dataset");
+    r.value::<Report>("Report");
+    r.value::<Chart>("Chart");
     register_data(r);
     register_frames(r);
     register_models(r);

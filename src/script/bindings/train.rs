@@ -12,11 +12,7 @@ use crate::train::log::TrainLog;
 use crate::train::{LossConfig, TrainConfig, Trainer, TrainingSet};
 
 pub(super) fn register(r: &mut Registry) {
-    r.engine.register_type_with_name::<TrainRun>("TrainRun");
-    r.engine
-        .register_fn("to_string", |v: &mut TrainRun| v.to_string());
-    r.engine
-        .register_fn("to_debug", |v: &mut TrainRun| v.to_string());
+    r.value::<TrainRun>("TrainRun");
     bind!(
         r,
         "training_pairs",
