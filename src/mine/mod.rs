@@ -23,7 +23,7 @@ use crate::data::table::str_column;
 use crate::eval::search::{top_k, SearchOptions};
 use crate::models::pooling::l2_normalize;
 use crate::models::{EncodeOptions, SentenceEncoder};
-use crate::train::rng::Rng;
+use crate::rng::Rng;
 use cache::EmbeddingCache;
 pub use output::OutputFormat;
 pub use select::{Filters, Sampling};

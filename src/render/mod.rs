@@ -169,6 +169,20 @@ impl Render for Mined {
     }
 }
 
+impl Render for crate::synth::SynthOutcome {
+    fn render(&self) -> Rich {
+        let caption = self.summary();
+        match self.frame().map(|f| f.head(Some(5))) {
+            Ok(head) => Rich {
+                text: format!("{caption}\n{head}"),
+                html: Some(frame_html(&head, Some(&caption))),
+                plotly: None,
+            },
+            Err(e) => Rich::text(format!("{caption}\n(cannot tabulate: {e})")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -50,6 +50,17 @@ pub struct TrainRun {
 #[derive(Clone)]
 pub struct MinedNegatives(pub Arc<Mined>);
 
+/// A language model (local or behind an OpenAI-compatible server).
+#[derive(Clone)]
+pub struct Llm(pub Arc<dyn crate::llm::ChatModel>);
+
+/// Synthetic pairs, with the chunks they were made from (for datasets and filtering).
+#[derive(Clone)]
+pub struct Synthetic {
+    pub outcome: Arc<crate::synth::SynthOutcome>,
+    pub chunks: Arc<Vec<crate::synth::ChunkText>>,
+}
+
 /// How a script value is shown: rich for the API's tables, reports and charts, text otherwise.
 pub fn rich(value: &Dynamic) -> Rich {
     if let Some(v) = value.read_lock::<Frame>() {
@@ -67,10 +78,16 @@ pub fn rich(value: &Dynamic) -> Rich {
     if let Some(v) = value.read_lock::<MinedNegatives>() {
         return v.0.render();
     }
+    if let Some(v) = value.read_lock::<Synthetic>() {
+        return v.outcome.render();
+    }
     if let Some(v) = value.read_lock::<Encoder>() {
         return Rich::text(v.to_string());
     }
     if let Some(v) = value.read_lock::<Dataset>() {
+        return Rich::text(v.to_string());
+    }
+    if let Some(v) = value.read_lock::<Llm>() {
         return Rich::text(v.to_string());
     }
     if let Some(v) = value.read_lock::<Embeddings>() {
@@ -100,7 +117,14 @@ display_as_rendered!(
     Chart => |v| v.0.render(),
     TrainRun => |v| v.outcome.render(),
     MinedNegatives => |v| v.0.render(),
+    Synthetic => |v| v.outcome.render(),
 );
+
+impl std::fmt::Display for Llm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Llm({})", self.0.name())
+    }
+}
 
 impl std::fmt::Display for Encoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

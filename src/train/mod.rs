@@ -11,7 +11,6 @@ pub mod dataset;
 pub mod log;
 pub mod losses;
 pub mod optim;
-pub mod rng;
 pub mod sampler;
 pub mod schedule;
 pub mod step;

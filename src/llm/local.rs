@@ -1,0 +1,374 @@
+//! A local decoder on candle: loads a GGUF file or a Hugging Face folder, renders chat prompts,
+//! and decodes batches of prompts together (left-padded, one KV cache, finished rows leaving the
+//! batch) with greedy or sampled decoding, stop strings and token limits.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use super::llama::{KvCache, Llama};
+use super::template::ChatTemplate;
+use super::{
+    sample, ChatModel, ChatRequest, Completion, FinishReason, GenerationParams, Message, OnAnswer,
+};
+use crate::models::hub::ModelSource;
+use crate::rng::Rng;
+
+/// How a local model runs.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LocalOptions {
+    /// Prompts decoded together. Larger batches raise throughput until the CPU is busy.
+    pub max_batch: usize,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        Self { max_batch: 8 }
+    }
+}
+
+/// Throughput of the last generation call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct GenerationStats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_seconds: f64,
+    pub decode_seconds: f64,
+}
+
+impl GenerationStats {
+    pub fn prefill_tokens_per_second(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill_seconds.max(1e-9)
+    }
+
+    pub fn decode_tokens_per_second(&self) -> f64 {
+        self.generated_tokens as f64 / self.decode_seconds.max(1e-9)
+    }
+
+    fn add(&mut self, other: &GenerationStats) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.generated_tokens += other.generated_tokens;
+        self.prefill_seconds += other.prefill_seconds;
+        self.decode_seconds += other.decode_seconds;
+    }
+}
+
+pub struct LocalLlm {
+    name: String,
+    model: Llama,
+    tokenizer: Tokenizer,
+    template: Option<ChatTemplate>,
+    eos: Vec<u32>,
+    options: LocalOptions,
+    last_stats: Mutex<GenerationStats>,
+}
+
+impl LocalLlm {
+    /// Loads `spec`: a `.gguf` path, `owner/repo/file.gguf` from the hub cache, or a local folder
+    /// or `owner/repo` holding a Hugging Face Llama checkpoint.
+    pub fn load(spec: &str, options: &LocalOptions) -> Result<Self> {
+        if options.max_batch == 0 {
+            bail!("max_batch must be at least 1");
+        }
+        let device = Device::Cpu;
+        let parts = if spec.ends_with(".gguf") {
+            let path = Path::new(spec);
+            let file = if path.is_file() {
+                path.to_path_buf()
+            } else if path.is_absolute() || spec.starts_with('.') {
+                bail!("GGUF file {spec} does not exist");
+            } else {
+                let mut it = spec.splitn(3, '/');
+                let (owner, repo, file) = match (it.next(), it.next(), it.next()) {
+                    (Some(o), Some(r), Some(f)) => (o, r, f),
+                    _ => bail!(
+                        "model `{spec}` is neither a GGUF file on disk nor owner/repo/file.gguf on the hub"
+                    ),
+                };
+                ModelSource::parse(&format!("{owner}/{repo}"))?.file(file)?
+            };
+            super::gguf::load(&file, &device)
+                .with_context(|| format!("loading model `{spec}`"))?
+        } else {
+            super::hf::load(&ModelSource::parse(spec)?, &device)
+                .with_context(|| format!("loading model `{spec}`"))?
+        };
+        let template = match &parts.chat_template {
+            Some(t) => Some(ChatTemplate::new(
+                t,
+                parts.bos.clone(),
+                parts.eos.first().and_then(|&i| parts.tokenizer.id_to_token(i)),
+            )?),
+            None => None,
+        };
+        let mut eos = parts.eos.clone();
+        // Chat models end a turn with their end-of-turn token even where metadata names another EOS.
+        for t in ["<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>"] {
+            eos.extend(parts.tokenizer.token_to_id(t));
+        }
+        eos.sort_unstable();
+        eos.dedup();
+        Ok(Self {
+            name: spec.to_string(),
+            model: Llama::new(parts.config, parts.weights, &device)?,
+            tokenizer: parts.tokenizer,
+            template,
+            eos,
+            options: options.clone(),
+            last_stats: Mutex::new(GenerationStats::default()),
+        })
+    }
+
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    pub fn config(&self) -> &super::LlamaConfig {
+        self.model.config()
+    }
+
+    /// Throughput of the most recent `complete` / `chat_batch` call.
+    pub fn last_stats(&self) -> GenerationStats {
+        *self.last_stats.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The prompt text of a conversation, from the model's chat template.
+    pub fn render(&self, messages: &[Message]) -> Result<String> {
+        match &self.template {
+            Some(t) => t.render(messages),
+            None => bail!(
+                "model `{}` has no chat template; give it plain text to continue instead",
+                self.name
+            ),
+        }
+    }
+
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| anyhow::anyhow!("tokenizing the prompt: {e}"))?;
+        if enc.get_ids().is_empty() {
+            bail!("the prompt is empty");
+        }
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// The logits for the token after `ids` (one forward pass, no cache kept).
+    pub fn next_token_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let mut cache = self.model.new_cache(1, ids.len())?;
+        let tokens = Tensor::new(ids, self.model.device())?.unsqueeze(0)?;
+        Ok(self.model.forward(&tokens, &[0], &mut cache)?.squeeze(0)?.to_vec1()?)
+    }
+
+    /// Continues each text (no chat template).
+    pub fn complete(&self, texts: &[String], params: &[GenerationParams]) -> Result<Vec<Completion>> {
+        let prompts = texts
+            .iter()
+            .map(|t| self.encode(t))
+            .collect::<Result<Vec<_>>>()?;
+        self.generate(&prompts, params)
+    }
+
+    /// Decodes every prompt, `max_batch` at a time, grouping prompts of similar length.
+    pub fn generate(&self, prompts: &[Vec<u32>], params: &[GenerationParams]) -> Result<Vec<Completion>> {
+        assert_eq!(prompts.len(), params.len(), "one parameter set per prompt");
+        for p in params {
+            p.validate()?;
+        }
+        let mut order: Vec<usize> = (0..prompts.len()).collect();
+        order.sort_by_key(|&i| prompts[i].len());
+        let mut out: Vec<Option<Completion>> = vec![None; prompts.len()];
+        let mut stats = GenerationStats::default();
+        for group in order.chunks(self.options.max_batch) {
+            crate::interrupt::check()?;
+            let g_prompts: Vec<&[u32]> = group.iter().map(|&i| prompts[i].as_slice()).collect();
+            let g_params: Vec<&GenerationParams> = group.iter().map(|&i| &params[i]).collect();
+            let (done, s) = self.generate_group(&g_prompts, &g_params)?;
+            stats.add(&s);
+            for (&i, c) in group.iter().zip(done) {
+                out[i] = Some(c);
+            }
+        }
+        *self.last_stats.lock().unwrap_or_else(|e| e.into_inner()) = stats;
+        Ok(out.into_iter().map(|c| c.expect("every prompt decoded")).collect())
+    }
+
+    fn generate_group(
+        &self,
+        prompts: &[&[u32]],
+        params: &[&GenerationParams],
+    ) -> Result<(Vec<Completion>, GenerationStats)> {
+        let device = self.model.device();
+        let width = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+        let budget = params.iter().map(|p| p.max_tokens).max().unwrap_or(0);
+        let mut pads: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
+        let mut ids = Vec::with_capacity(prompts.len() * width);
+        for (p, &pad) in prompts.iter().zip(&pads) {
+            ids.extend(std::iter::repeat_n(0u32, pad));
+            ids.extend_from_slice(p);
+        }
+        let capacity = (width + budget).min(self.model.config().max_positions);
+        let mut cache: KvCache = self.model.new_cache(prompts.len(), capacity)?;
+        let mut stats = GenerationStats {
+            prompt_tokens: prompts.iter().map(|p| p.len()).sum(),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let tokens = Tensor::from_vec(ids, (prompts.len(), width), device)?;
+        let mut logits = self.model.forward(&tokens, &pads, &mut cache)?;
+        stats.prefill_seconds = started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let mut rows: Vec<Row> = params
+            .iter()
+            .zip(prompts)
+            .map(|(p, prompt)| Row::new(p, prompt.len()))
+            .collect();
+        // Batch position → row index of the sequences still decoding.
+        let mut active: Vec<usize> = (0..rows.len()).collect();
+        loop {
+            let logits_rows = logits.to_vec2::<f32>()?;
+            let mut next = Vec::with_capacity(active.len());
+            let mut keep = Vec::with_capacity(active.len());
+            for (pos, &r) in active.iter().enumerate() {
+                let row = &mut rows[r];
+                let token = sample::next_token(
+                    &logits_rows[pos],
+                    row.params.temperature,
+                    row.params.top_p,
+                    &mut row.rng,
+                );
+                stats.generated_tokens += 1;
+                if row.push(token, &self.eos, &self.tokenizer, cache.len() + 1 >= capacity)? {
+                    keep.push(pos as u32);
+                    next.push(token);
+                }
+            }
+            if keep.is_empty() {
+                break;
+            }
+            crate::interrupt::check()?;
+            if keep.len() < active.len() {
+                cache.retain_rows(&Tensor::new(keep.as_slice(), device)?)?;
+                active = keep.iter().map(|&p| active[p as usize]).collect();
+                pads = keep.iter().map(|&p| pads[p as usize]).collect();
+            }
+            let tokens = Tensor::from_vec(next, (active.len(), 1), device)?;
+            logits = self.model.forward(&tokens, &pads, &mut cache)?;
+        }
+        stats.decode_seconds = started.elapsed().as_secs_f64();
+        let completions = rows.into_iter().map(Row::finish).collect::<Result<_>>()?;
+        Ok((completions, stats))
+    }
+}
+
+/// One sequence being decoded.
+struct Row<'a> {
+    params: &'a GenerationParams,
+    rng: Rng,
+    generated: Vec<u32>,
+    prompt_tokens: usize,
+    text: String,
+    reason: Option<FinishReason>,
+}
+
+impl<'a> Row<'a> {
+    fn new(params: &'a GenerationParams, prompt_tokens: usize) -> Self {
+        Self {
+            params,
+            rng: Rng::new(params.seed),
+            generated: Vec::new(),
+            prompt_tokens,
+            text: String::new(),
+            reason: None,
+        }
+    }
+
+    /// Takes one token; false when the sequence is finished.
+    fn push(&mut self, token: u32, eos: &[u32], tok: &Tokenizer, cache_full: bool) -> Result<bool> {
+        if eos.contains(&token) {
+            self.reason = Some(FinishReason::Stop);
+            return Ok(false);
+        }
+        self.generated.push(token);
+        self.text = tok
+            .decode(&self.generated, true)
+            .map_err(|e| anyhow::anyhow!("decoding generated tokens: {e}"))?;
+        if let Some(cut) = self
+            .params
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| self.text.find(s.as_str()))
+            .min()
+        {
+            self.text.truncate(cut);
+            self.reason = Some(FinishReason::Stop);
+            return Ok(false);
+        }
+        if self.generated.len() >= self.params.max_tokens || cache_full {
+            self.reason = Some(FinishReason::Length);
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    fn finish(self) -> Result<Completion> {
+        Ok(Completion {
+            text: self.text,
+            finish_reason: self.reason.unwrap_or(FinishReason::Length),
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens: self.generated.len(),
+        })
+    }
+}
+
+impl ChatModel for LocalLlm {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn chat_each(&self, requests: &[ChatRequest], on_answer: &OnAnswer<'_>) -> Vec<Result<Completion>> {
+        // Requests whose prompt fails keep their error; the others decode together.
+        let mut answers = Vec::with_capacity(requests.len());
+        let (mut decoding, mut ids, mut params) = (Vec::new(), Vec::new(), Vec::new());
+        for (i, r) in requests.iter().enumerate() {
+            match self.render(&r.messages).and_then(|p| self.encode(&p)) {
+                Ok(prompt) => {
+                    decoding.push(i);
+                    ids.push(prompt);
+                    params.push(r.params.clone());
+                    answers.push(Err(anyhow::anyhow!("not decoded")));
+                }
+                Err(e) => {
+                    let e = Err(e);
+                    on_answer(i, &e);
+                    answers.push(e);
+                }
+            }
+        }
+        match self.generate(&ids, &params) {
+            Ok(done) => {
+                for (i, c) in decoding.into_iter().zip(done) {
+                    answers[i] = Ok(c);
+                    on_answer(i, &answers[i]);
+                }
+            }
+            Err(e) => {
+                let msg = format!("{e:#}");
+                for i in decoding {
+                    answers[i] = Err(anyhow::anyhow!("{msg}"));
+                    on_answer(i, &answers[i]);
+                }
+            }
+        }
+        answers
+    }
+}
