@@ -16,7 +16,7 @@ use ragtune::llm::{
 fn tiny() -> LocalLlm {
     LocalLlm::load(
         common::tiny_llama_dir().to_str().unwrap(),
-        &LocalOptions { max_batch: 4 },
+        &LocalOptions { max_batch: 4, q8_decode: false },
     )
     .unwrap()
 }

@@ -89,12 +89,16 @@ impl SentenceSplitter {
     }
 
     pub fn split(&self, text: &str) -> Result<Vec<Chunk>> {
-        let pieces = self.pieces(text)?;
         let mut chunks = Vec::new();
         let mut current: Vec<Piece> = Vec::new();
-        let mut total = 0;
-        for piece in pieces {
-            if total + piece.tokens > self.chunk_size && !current.is_empty() {
+        // Token counts are of the exact span: with byte-level BPE a sentence's tokens change
+        // with the space before it, so summing pieces could overshoot the budget.
+        let span_tokens = |pieces: &[Piece], next: &Piece| -> Result<usize> {
+            let start = pieces.first().unwrap_or(next).start;
+            self.count_tokens(&text[start..next.end])
+        };
+        for piece in self.pieces(text)? {
+            if !current.is_empty() && span_tokens(&current, &piece)? > self.chunk_size {
                 chunks.push(self.emit(text, &current)?);
                 // Carry the last pieces, up to chunk_overlap tokens, into the next chunk, and
                 // drop carried pieces until the new one fits.
@@ -108,14 +112,12 @@ impl SentenceSplitter {
                     carried.push(*p);
                 }
                 carried.reverse();
-                while !carried.is_empty() && carried_tokens + piece.tokens > self.chunk_size {
-                    carried_tokens -= carried.remove(0).tokens;
+                while !carried.is_empty() && span_tokens(&carried, &piece)? > self.chunk_size {
+                    carried.remove(0);
                 }
                 current = carried;
-                total = carried_tokens;
             }
             current.push(piece);
-            total += piece.tokens;
         }
         if !current.is_empty() {
             chunks.push(self.emit(text, &current)?);

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use ragtune::llm::{ChatRequest, GenerationParams, LocalLlm, LocalOptions, Message};
+use ragtune::llm::{ChatRequest, GenerationParams, LocalLlm, Message};
 
 #[derive(Args)]
 pub struct GenerateArgs {
@@ -67,12 +67,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let Some(id) = args.llm.llm.strip_prefix("local:") else {
             bail!("--raw and --stats need a local: model");
         };
-        let model = LocalLlm::load(
-            id,
-            &LocalOptions {
-                max_batch: args.llm.max_batch,
-            },
-        )?;
+        let model = LocalLlm::load(id, &args.llm.local_options())?;
         let texts: Vec<String> = if args.raw {
             prompts.clone()
         } else {

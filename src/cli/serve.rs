@@ -19,6 +19,9 @@ pub struct ServeArgs {
     /// Requests decoded together.
     #[arg(long, default_value_t = 8)]
     max_batch: usize,
+    /// Decode with f32 weights instead of 8-bit copies (slower, bit-exact).
+    #[arg(long)]
+    f32_decode: bool,
     /// Testing clients: answer this share of requests with 429 or 500.
     #[arg(long, default_value_t = 0.0)]
     fail_rate: f64,
@@ -34,7 +37,13 @@ pub struct ServeArgs {
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let id = args.model.strip_prefix("local:").unwrap_or(&args.model);
-    let model = LocalLlm::load(id, &LocalOptions { max_batch: args.max_batch })?;
+    let model = LocalLlm::load(
+        id,
+        &LocalOptions {
+            max_batch: args.max_batch,
+            q8_decode: !args.f32_decode,
+        },
+    )?;
     let server = Server::start(
         std::sync::Arc::new(model),
         &ServeOptions {

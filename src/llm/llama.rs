@@ -4,7 +4,8 @@
 //! into nonsense (activations are quantized to 8 bits), dequantized weights do not.
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
+use candle_core::{DType, Device, IndexOp, Module, Tensor};
 use std::collections::HashMap;
 
 /// The shape of a model.
@@ -34,16 +35,36 @@ struct Linear {
     /// (out, in), as PyTorch stores it.
     weight: Tensor,
     bias: Option<Tensor>,
+    /// The weight in 8-bit blocks for decoding steps, which read every weight for a few rows and
+    /// are bound by memory bandwidth (a quarter of the f32 bytes).
+    q8: Option<QMatMul>,
 }
 
+/// Decoding batches up to this size use the 8-bit weights.
+const Q8_MAX_ROWS: usize = 4;
+
 impl Linear {
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn new(weight: Tensor, bias: Option<Tensor>, q8: bool) -> Result<Self> {
+        let q8 = if q8 && weight.dim(1)? % 32 == 0 {
+            Some(QMatMul::from_qtensor(QTensor::quantize(&weight, GgmlDType::Q8_0)?)?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias, q8 })
+    }
+
+    /// `decoding`: one new position per sequence, where the 8-bit weights pay off; prompts
+    /// (many rows) run through f32 GEMM.
+    fn forward(&self, x: &Tensor, decoding: bool) -> Result<Tensor> {
         // Matmul on 2-D rows: a broadcast 3-D weight is slower on candle's CPU backend.
         let dims = x.dims().to_vec();
         let rows = x.elem_count() / dims[dims.len() - 1];
-        let y = x
-            .reshape((rows, dims[dims.len() - 1]))?
-            .matmul(&self.weight.t()?)?;
+        let x2 = x.reshape((rows, dims[dims.len() - 1]))?;
+        let y = match &self.q8 {
+            // Quantized matmul works row by row; wider batches are faster through GEMM.
+            Some(q) if decoding && rows <= Q8_MAX_ROWS => q.forward(&x2)?,
+            _ => x2.matmul(&self.weight.t()?)?,
+        };
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -120,9 +141,11 @@ impl KvCache {
 
 impl Llama {
     /// Builds the model from tensors named as in GGUF (`token_embd.weight`, `blk.N.attn_q.weight`, …).
+    /// With `q8`, decoding steps multiply by 8-bit copies of the weights (see [`Linear`]).
     pub fn new(
         cfg: LlamaConfig,
         mut weights: HashMap<String, Tensor>,
+        q8: bool,
         device: &Device,
     ) -> Result<Self> {
         let (h, kv, hd) = (cfg.hidden, cfg.kv_heads * cfg.head_dim(), cfg.head_dim());
@@ -136,7 +159,7 @@ impl Llama {
                     .remove(&format!("{p}.{name}.bias"))
                     .map(|b| b.to_dtype(DType::F32)?.to_device(device))
                     .transpose()?;
-                Ok(Linear { weight, bias })
+                Linear::new(weight, bias, q8)
             };
             let q = linear("attn_q", h, h)?;
             let k = linear("attn_k", kv, h)?;
@@ -160,14 +183,8 @@ impl Llama {
         let norm = take(&mut weights, "output_norm.weight", &[h], device)?;
         // Small models tie the output projection to the embedding.
         let lm_head = match weights.remove("output.weight") {
-            Some(w) => Linear {
-                weight: w.to_dtype(DType::F32)?.to_device(device)?,
-                bias: None,
-            },
-            None => Linear {
-                weight: embed.clone(),
-                bias: None,
-            },
+            Some(w) => Linear::new(w.to_dtype(DType::F32)?.to_device(device)?, None, q8)?,
+            None => Linear::new(embed.clone(), None, q8)?,
         };
         let inv_freq = (0..hd / 2)
             .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f32 / hd as f32))
@@ -224,6 +241,7 @@ impl Llama {
                 self.cfg.max_positions
             );
         }
+        let decoding = s == 1;
         let (cos, sin) = self.rotary(b, s, start, pads)?;
         let mask = self.mask(b, s, start, pads)?;
         let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?.reshape((
@@ -233,17 +251,18 @@ impl Llama {
         ))?;
         for (block, (kc, vc)) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, self.cfg.rms_eps as f32)?;
-            let attn = self.attention(block, &h, &cos, &sin, &mask, kc, vc, start)?;
+            let attn = self.attention(block, &h, &cos, &sin, &mask, kc, vc, start, decoding)?;
             x = (x + attn)?;
             let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, self.cfg.rms_eps as f32)?;
-            let gated = (candle_nn::ops::silu(&block.gate.forward(&h)?)? * block.up.forward(&h)?)?;
-            x = (x + block.down.forward(&gated)?)?;
+            let gated = (candle_nn::ops::silu(&block.gate.forward(&h, decoding)?)?
+                * block.up.forward(&h, decoding)?)?;
+            x = (x + block.down.forward(&gated, decoding)?)?;
         }
         cache.len = start + s;
         // Only the last position of each row is needed for the next token.
         let last = x.i((.., s - 1, ..))?.contiguous()?;
         let last = candle_nn::ops::rms_norm(&last, &self.norm, self.cfg.rms_eps as f32)?;
-        self.lm_head.forward(&last)
+        self.lm_head.forward(&last, decoding)
     }
 
     /// cos/sin tables (batch, s, head_dim / 2) at each row's own positions.
@@ -298,6 +317,7 @@ impl Llama {
         k_cache: &mut Tensor,
         v_cache: &mut Tensor,
         start: usize,
+        decoding: bool,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
         let (heads, kv_heads, hd) = (self.cfg.heads, self.cfg.kv_heads, self.cfg.head_dim());
@@ -305,9 +325,9 @@ impl Llama {
         let split = |t: Tensor, n: usize| -> Result<Tensor> {
             Ok(t.reshape((b, s, n, hd))?.transpose(1, 2)?.contiguous()?)
         };
-        let q = split(block.q.forward(x)?, heads)?;
-        let k = split(block.k.forward(x)?, kv_heads)?;
-        let v = split(block.v.forward(x)?, kv_heads)?;
+        let q = split(block.q.forward(x, decoding)?, heads)?;
+        let k = split(block.k.forward(x, decoding)?, kv_heads)?;
+        let v = split(block.v.forward(x, decoding)?, kv_heads)?;
         let (q, k) = if self.cfg.rope_interleaved {
             (
                 candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
@@ -338,7 +358,7 @@ impl Llama {
             .reshape((b, heads, s, hd))?
             .transpose(1, 2)?
             .reshape((b, s, heads * hd))?;
-        block.o.forward(&out)
+        block.o.forward(&out, decoding)
     }
 
     /// The device the weights live on.

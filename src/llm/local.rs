@@ -25,11 +25,17 @@ use crate::rng::Rng;
 pub struct LocalOptions {
     /// Prompts decoded together. Larger batches raise throughput until the CPU is busy.
     pub max_batch: usize,
+    /// Decoding steps multiply by 8-bit (Q8_0) copies of the weights: about 4x less memory
+    /// traffic per token. Prompts always run in f32.
+    pub q8_decode: bool,
 }
 
 impl Default for LocalOptions {
     fn default() -> Self {
-        Self { max_batch: 8 }
+        Self {
+            max_batch: 8,
+            q8_decode: true,
+        }
     }
 }
 
@@ -116,7 +122,7 @@ impl LocalLlm {
         eos.dedup();
         Ok(Self {
             name: spec.to_string(),
-            model: Llama::new(parts.config, parts.weights, &device)?,
+            model: Llama::new(parts.config, parts.weights, options.q8_decode, &device)?,
             tokenizer: parts.tokenizer,
             template,
             eos,

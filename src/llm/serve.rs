@@ -37,7 +37,7 @@ pub struct ServeOptions {
     /// Connections served at once.
     pub workers: usize,
     pub faults: Faults,
-    /// Appends `{"key": …}` for every answered request.
+    /// Appends `{"key": …}` for every answered request (the key the client's response cache uses).
     pub request_log: Option<PathBuf>,
 }
 
@@ -206,13 +206,13 @@ fn handle(shared: &Shared, mut req: Request) {
             }
             match parse_request(&text) {
                 Err(e) => (400, error_body(&format!("{e:#}"))),
-                Ok(chat) => match inject_fault(shared) {
+                Ok((chat, asked_for)) => match inject_fault(shared) {
                     Some(Fault::Status(code)) => (code, error_body("injected failure")),
                     Some(Fault::Stall(d)) => {
                         std::thread::sleep(d);
                         return; // dropped unanswered: the connection closes
                     }
-                    None => answer(shared, chat),
+                    None => answer(shared, chat, &asked_for),
                 },
             }
         }
@@ -221,7 +221,9 @@ fn handle(shared: &Shared, mut req: Request) {
     respond(req, status, body);
 }
 
-fn answer(shared: &Shared, chat: ChatRequest) -> (u16, Value) {
+/// `asked_for`: the model name the client sent, which the log's key is made with so that it
+/// matches the key of the client's response cache.
+fn answer(shared: &Shared, chat: ChatRequest, asked_for: &str) -> (u16, Value) {
     let (tx, rx) = channel();
     let queued = shared
         .jobs
@@ -238,7 +240,7 @@ fn answer(shared: &Shared, chat: ChatRequest) -> (u16, Value) {
     match answer.and_then(|a| a) {
         Ok(c) => {
             if let Some(log) = &shared.log {
-                let line = json!({"key": request_key(shared.model.name(), &chat)}).to_string() + "\n";
+                let line = json!({"key": request_key(asked_for, &chat)}).to_string() + "\n";
                 let mut f = log.lock().unwrap_or_else(|e| e.into_inner());
                 let _ = f.write_all(line.as_bytes()).and_then(|_| f.flush());
             }
@@ -269,8 +271,9 @@ fn inject_fault(shared: &Shared) -> Option<Fault> {
     }
 }
 
-/// An OpenAI chat request. Unsupported features (streaming, n > 1) are refused, not ignored.
-fn parse_request(text: &str) -> Result<ChatRequest> {
+/// An OpenAI chat request and the model name it asks for. Unsupported features (streaming,
+/// n > 1) are refused, not ignored.
+fn parse_request(text: &str) -> Result<(ChatRequest, String)> {
     let v: Value = serde_json::from_str(text).context("the body is not JSON")?;
     let messages: Vec<Message> = serde_json::from_value(v["messages"].clone())
         .context("`messages` must be a list of {role, content} objects with string content")?;
@@ -301,7 +304,8 @@ fn parse_request(text: &str) -> Result<ChatRequest> {
         stop,
     };
     params.validate()?;
-    Ok(ChatRequest::new(messages, params))
+    let model = v["model"].as_str().unwrap_or_default().to_string();
+    Ok((ChatRequest::new(messages, params), model))
 }
 
 fn completion_body(model: &str, c: &Completion) -> Value {
@@ -342,10 +346,11 @@ mod tests {
 
     #[test]
     fn parses_openai_requests_and_refuses_what_it_cannot_do() {
-        let r = parse_request(
+        let (r, model) = parse_request(
             r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":5,"stop":"\n","temperature":0}"#,
         )
         .unwrap();
+        assert_eq!(model, "m");
         assert_eq!(r.params.max_tokens, 5);
         assert_eq!(r.params.stop, vec!["\n".to_string()]);
         assert_eq!(r.params.temperature, 0.0);

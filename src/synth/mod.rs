@@ -48,7 +48,7 @@ impl Generator {
 }
 
 /// The default prompt: short, direct, one query per line (small models follow it best).
-pub const DEFAULT_PROMPT: &str = "Write {n} different search queries that a person could type into a search engine to find the passage below. Each query asks about a specific fact in the passage, in your own words. Write one query per line, with no numbering and no answers.\n\nPassage:\n{passage}";
+pub const DEFAULT_PROMPT: &str = "{passage}\n\nWrite {n} short questions that are answered by the text above. Write one question per line.";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

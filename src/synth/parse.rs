@@ -52,11 +52,24 @@ fn clean_line(line: &str) -> Option<String> {
     if s.is_empty() || s.ends_with(':') {
         return None;
     }
+    // A short label before a colon ("Answer:", "AQUA:") is not part of the query.
+    let s = match s.split_once(": ") {
+        Some((label, rest)) if label.split_whitespace().count() == 1 && label.len() <= 12 => rest.trim(),
+        _ => s,
+    };
     let lower = s.to_lowercase();
-    if ["here are", "here is", "sure", "certainly", "queries:", "search queries"]
+    // Talk about the task rather than a query.
+    if ["here are", "here is", "sure", "certainly", "queries:", "questions:"]
         .iter()
         .any(|p| lower.starts_with(p))
+        || ["the passage", "the text above", "search quer", "this text", "answers:", "answer:"]
+            .iter()
+            .any(|p| lower.contains(p))
     {
+        return None;
+    }
+    // At least two words of letters.
+    if s.split_whitespace().filter(|w| w.chars().any(char::is_alphabetic)).count() < 2 {
         return None;
     }
     Some(s.to_string())
