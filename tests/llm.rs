@@ -16,13 +16,17 @@ use ragtune::llm::{
 fn tiny() -> LocalLlm {
     LocalLlm::load(
         common::tiny_llama_dir().to_str().unwrap(),
-        &LocalOptions { max_batch: 4, q8_decode: false },
+        &LocalOptions {
+            max_batch: 4,
+            q8_decode: false,
+        },
     )
     .unwrap()
 }
 
 fn expected() -> serde_json::Value {
-    serde_json::from_slice(&std::fs::read(common::tiny_llama_dir().join("expected.json")).unwrap()).unwrap()
+    serde_json::from_slice(&std::fs::read(common::tiny_llama_dir().join("expected.json")).unwrap())
+        .unwrap()
 }
 
 fn greedy(max_tokens: usize) -> GenerationParams {
@@ -40,7 +44,11 @@ fn decoder_matches_transformers_logits_and_greedy_tokens() {
     assert_eq!(model.encode(exp["text"].as_str().unwrap()).unwrap(), ids);
     let want: Vec<f32> = serde_json::from_value(exp["last_logits"].clone()).unwrap();
     let got = model.next_token_logits(&ids).unwrap();
-    let diff = want.iter().zip(&got).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let diff = want
+        .iter()
+        .zip(&got)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     assert!(diff < 1e-4, "max |logit diff| {diff}");
 
     let greedy_ids: Vec<u32> = serde_json::from_value(exp["greedy"].clone()).unwrap();
@@ -54,10 +62,15 @@ fn decoder_matches_transformers_logits_and_greedy_tokens() {
 #[test]
 fn batched_decoding_equals_one_by_one() {
     let model = tiny();
-    let prompts: Vec<Vec<u32>> = ["The queen", "Workers forage for nectar and pollen.", "Drones mate", "What is"]
-        .iter()
-        .map(|t| model.encode(t).unwrap())
-        .collect();
+    let prompts: Vec<Vec<u32>> = [
+        "The queen",
+        "Workers forage for nectar and pollen.",
+        "Drones mate",
+        "What is",
+    ]
+    .iter()
+    .map(|t| model.encode(t).unwrap())
+    .collect();
     // Greedy rows and sampled rows (each with its own seed) side by side in one batch.
     let params: Vec<GenerationParams> = (0..prompts.len())
         .map(|i| GenerationParams {
@@ -70,9 +83,15 @@ fn batched_decoding_equals_one_by_one() {
         .collect();
     let together = model.generate(&prompts, &params).unwrap();
     for (i, p) in prompts.iter().enumerate() {
-        let alone = model.generate(std::slice::from_ref(p), std::slice::from_ref(&params[i])).unwrap();
+        let alone = model
+            .generate(std::slice::from_ref(p), std::slice::from_ref(&params[i]))
+            .unwrap();
         assert_eq!(alone[0].text, together[i].text, "prompt {i}");
-        assert_eq!(together[i].completion_tokens, 6 + i, "rows finish at their own max_tokens");
+        assert_eq!(
+            together[i].completion_tokens,
+            6 + i,
+            "rows finish at their own max_tokens"
+        );
     }
     let stats = model.last_stats();
     assert_eq!(stats.prompt_tokens, prompts[3].len());
@@ -82,11 +101,21 @@ fn batched_decoding_equals_one_by_one() {
 fn stop_strings_cut_the_answer() {
     let model = tiny();
     let ids = model.encode("The queen lays eggs").unwrap();
-    let full = model.generate(&[ids.clone()], &[greedy(8)]).unwrap().remove(0).text;
+    let full = model
+        .generate(std::slice::from_ref(&ids), &[greedy(8)])
+        .unwrap()
+        .remove(0)
+        .text;
     // Stop at the first character of the free continuation that is not at position 0.
     let stop: String = full.chars().skip(2).take(1).collect();
     let cut = model
-        .generate(&[ids], &[GenerationParams { stop: vec![stop.clone()], ..greedy(8) }])
+        .generate(
+            &[ids],
+            &[GenerationParams {
+                stop: vec![stop.clone()],
+                ..greedy(8)
+            }],
+        )
         .unwrap()
         .remove(0);
     assert_eq!(cut.finish_reason, FinishReason::Stop);
@@ -109,9 +138,19 @@ fn chat_template_renders_the_models_own_jinja() {
 fn missing_model_files_are_named() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("config.json"), "{}").unwrap();
-    let err = format!("{:#}", LocalLlm::load(dir.path().to_str().unwrap(), &LocalOptions::default()).err().unwrap());
+    let err = format!(
+        "{:#}",
+        LocalLlm::load(dir.path().to_str().unwrap(), &LocalOptions::default())
+            .err()
+            .unwrap()
+    );
     assert!(err.contains("config.json"), "{err}");
-    let err = format!("{:#}", LocalLlm::load("/nonexistent/model.gguf", &LocalOptions::default()).err().unwrap());
+    let err = format!(
+        "{:#}",
+        LocalLlm::load("/nonexistent/model.gguf", &LocalOptions::default())
+            .err()
+            .unwrap()
+    );
     assert!(err.contains("model.gguf"), "{err}");
 }
 
@@ -146,7 +185,12 @@ fn client(server: &Server, timeout: f64, retries: u32) -> OpenAiClient {
 
 fn requests(n: usize) -> Vec<ChatRequest> {
     (0..n)
-        .map(|i| ChatRequest::new(vec![Message::user(format!("Question {i} about the queen"))], greedy(5)))
+        .map(|i| {
+            ChatRequest::new(
+                vec![Message::user(format!("Question {i} about the queen"))],
+                greedy(5),
+            )
+        })
         .collect()
 }
 
@@ -171,7 +215,10 @@ fn client_and_server_agree_with_the_local_model() {
     // Requests the server cannot honour are refused with the reason, and not retried.
     let bad = ChatRequest::new(Vec::new(), greedy(5));
     let err = format!("{:#}", http.chat(&bad).unwrap_err());
-    assert!(err.contains("HTTP 400") && err.contains("messages"), "{err}");
+    assert!(
+        err.contains("HTTP 400") && err.contains("messages"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -179,7 +226,11 @@ fn retries_ride_out_a_server_failing_30_percent() {
     let local: Arc<dyn ChatModel> = Arc::new(tiny());
     let server = serve(
         local.clone(),
-        Faults { fail_rate: 0.3, seed: 3, ..Default::default() },
+        Faults {
+            fail_rate: 0.3,
+            seed: 3,
+            ..Default::default()
+        },
         None,
     );
     let http = client(&server, 30.0, 10);
@@ -189,7 +240,11 @@ fn retries_ride_out_a_server_failing_30_percent() {
     for (a, b) in answers.into_iter().zip(direct) {
         assert_eq!(a.unwrap(), b.unwrap());
     }
-    assert!(http.attempts() > 30, "some requests needed retries: {} attempts", http.attempts());
+    assert!(
+        http.attempts() > 30,
+        "some requests needed retries: {} attempts",
+        http.attempts()
+    );
 
     // Without retries the injected 429/500 come back as errors naming the status.
     let strict = client(&server, 30.0, 0);
@@ -199,7 +254,12 @@ fn retries_ride_out_a_server_failing_30_percent() {
         .filter_map(|a| a.err().map(|e| format!("{e:#}")))
         .collect();
     assert!(!errors.is_empty());
-    assert!(errors.iter().all(|e| e.contains("HTTP 429") || e.contains("HTTP 500")), "{errors:?}");
+    assert!(
+        errors
+            .iter()
+            .all(|e| e.contains("HTTP 429") || e.contains("HTTP 500")),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -207,15 +267,25 @@ fn a_stalled_request_times_out_and_is_retried() {
     let local: Arc<dyn ChatModel> = Arc::new(tiny());
     let server = serve(
         local,
-        Faults { stall_rate: 1.0, stall_seconds: 3.0, ..Default::default() },
+        Faults {
+            stall_rate: 1.0,
+            stall_seconds: 3.0,
+            ..Default::default()
+        },
         None,
     );
     let http = client(&server, 0.5, 1);
     let started = std::time::Instant::now();
     let err = format!("{:#}", http.chat(&requests(1)[0]).unwrap_err());
     assert!(err.contains("failed after 2 attempts"), "{err}");
-    assert!(err.to_lowercase().contains("timeout") || err.to_lowercase().contains("timed out"), "{err}");
-    assert!(started.elapsed().as_secs_f64() < 2.5, "the client gave up on its own timeout");
+    assert!(
+        err.to_lowercase().contains("timeout") || err.to_lowercase().contains("timed out"),
+        "{err}"
+    );
+    assert!(
+        started.elapsed().as_secs_f64() < 2.5,
+        "the client gave up on its own timeout"
+    );
 }
 
 #[test]
@@ -223,13 +293,21 @@ fn cache_repeats_no_answered_request() {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("requests.jsonl");
     let server = serve(Arc::new(tiny()), Faults::default(), Some(log.clone()));
-    let first = CachedChat::open(Arc::new(client(&server, 30.0, 0)), &dir.path().join("cache")).unwrap();
+    let first = CachedChat::open(
+        Arc::new(client(&server, 30.0, 0)),
+        &dir.path().join("cache"),
+    )
+    .unwrap();
     let asked = requests(5);
     let a = first.chat_batch(&asked[..3]);
     assert_eq!(first.counts(), (0, 3));
     drop(first);
     // A new process (new cache object) over the same folder: only the two new requests go out.
-    let second = CachedChat::open(Arc::new(client(&server, 30.0, 0)), &dir.path().join("cache")).unwrap();
+    let second = CachedChat::open(
+        Arc::new(client(&server, 30.0, 0)),
+        &dir.path().join("cache"),
+    )
+    .unwrap();
     let b = second.chat_batch(&asked);
     assert_eq!(second.counts(), (3, 2));
     for (x, y) in a.into_iter().zip(b) {
@@ -245,19 +323,30 @@ fn cache_repeats_no_answered_request() {
     let mut text = std::fs::read_to_string(&cache_file).unwrap();
     text.push_str("{\"key\":\"abc\",\"compl");
     std::fs::write(&cache_file, text).unwrap();
-    let third = CachedChat::open(Arc::new(client(&server, 30.0, 0)), &dir.path().join("cache")).unwrap();
+    let third = CachedChat::open(
+        Arc::new(client(&server, 30.0, 0)),
+        &dir.path().join("cache"),
+    )
+    .unwrap();
     third.chat_batch(&asked);
     assert_eq!(third.counts(), (5, 0));
 }
 
 #[test]
 fn gguf_tokenizer_matches_llama_cpp_and_smollm2_answers() {
-    if common::skip_unless(common::smollm2_seeded(), "SmolLM2-135M-Instruct GGUF (scripts/seed-models.sh)") {
+    if common::skip_unless(
+        common::smollm2_seeded(),
+        "SmolLM2-135M-Instruct GGUF (scripts/seed-models.sh)",
+    ) {
         return;
     }
     let model = LocalLlm::load(common::SMOLLM2, &LocalOptions::default()).unwrap();
     let cases: Vec<serde_json::Value> = serde_json::from_slice(
-        &std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/smollm2_tokens.json")).unwrap(),
+        &std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/smollm2_tokens.json"
+        ))
+        .unwrap(),
     )
     .unwrap();
     for case in cases {
@@ -265,7 +354,10 @@ fn gguf_tokenizer_matches_llama_cpp_and_smollm2_answers() {
         assert_eq!(model.encode(case["text"].as_str().unwrap()).unwrap(), want);
     }
     let answer = model
-        .chat(&ChatRequest::new(vec![Message::user("What is the capital of France?")], greedy(20)))
+        .chat(&ChatRequest::new(
+            vec![Message::user("What is the capital of France?")],
+            greedy(20),
+        ))
         .unwrap();
     assert!(answer.text.contains("Paris"), "{answer:?}");
     assert_eq!(answer.finish_reason, FinishReason::Stop);

@@ -218,3 +218,74 @@ fn a_recipe_splits_mines_trains_and_compares() {
         .unwrap_err();
     assert!(err.message.contains("negatives"), "{err}");
 }
+
+#[test]
+fn a_recipe_turns_documents_into_pairs_with_a_local_model_and_ict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let docs = tmp.path().join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(
+        docs.join("bees.md"),
+        "# Bees\n\nWorkers are sterile females. Young workers nurse the brood. The oldest bees forage outside.\n\n\
+         Drones are males. They mate with queens on mating flights. Drones die after mating.",
+    )
+    .unwrap();
+    std::fs::write(
+        docs.join("hive.txt"),
+        "A hive holds frames. Frames hold comb. Comb stores honey and pollen.",
+    )
+    .unwrap();
+    let llm = common::tiny_llama_dir();
+    let mut s = session(&[
+        ("docs", &docs),
+        ("llm_dir", &llm),
+        ("out", &tmp.path().join("pairs.json")),
+    ]);
+    let script = r#"
+        let frame = load_documents(docs);
+        let chunks = chunk(frame, #{chunk_size: 40, chunk_overlap: 0, tokenizer: llm_dir});
+        let ict = synth_queries(chunks, "ict", #{per_chunk: 2, progress: false});
+        write_llamaindex(ict.dataset(), out);
+        let model = load_llm(`local:${llm_dir}`, #{q8_decode: false});
+        let answer = model.generate("The queen", #{max_tokens: 3});
+        let parts = split_by_document(chunks, 0.5, 1);
+        [frame.len(), chunks.len(), ict.frame.columns(), ict.pairs.columns(), type_of(answer), parts[0].len() + parts[1].len()]
+    "#;
+    let r = s
+        .eval(script, "synthetic.rhai")
+        .unwrap()
+        .into_array()
+        .unwrap();
+    assert_eq!(r[0].as_int().unwrap(), 2);
+    let chunks = r[1].as_int().unwrap();
+    assert!(chunks >= 3, "{chunks} chunks");
+    let cols = |v: &rhai::Dynamic| -> Vec<String> {
+        v.clone()
+            .into_array()
+            .unwrap()
+            .into_iter()
+            .map(|c| c.into_string().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        cols(&r[2]),
+        vec!["query", "positive", "chunk_id", "generator"]
+    );
+    assert_eq!(cols(&r[3]), vec!["query", "positive"]);
+    assert_eq!(r[4].clone().into_string().unwrap(), "string");
+    assert_eq!(r[5].as_int().unwrap(), chunks);
+    let written = ragtune::data::load_llamaindex(&tmp.path().join("pairs.json")).unwrap();
+    assert!(written.queries.height() >= 3);
+
+    // Bad options are named; an unknown generator says what to use.
+    let err = s
+        .eval(r#"synth_queries(chunks, "poetry", #{})"#, "cell")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("\"ict\", \"crop\""), "{err}");
+    let err = s
+        .eval(r#"chunk(frame, #{chunk_sise: 10})"#, "cell")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("chunk_sise"), "{err}");
+}

@@ -38,7 +38,13 @@ fn pdf(text: &str) -> Vec<u8> {
     for o in offsets {
         out.extend(format!("{o:010} 00000 n \n").as_bytes());
     }
-    out.extend(format!("trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n", objects.len() + 1).as_bytes());
+    out.extend(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
     out
 }
 
@@ -54,7 +60,11 @@ fn loads_every_document_type_from_a_folder() {
     let d = dir.path();
     write(d, "a.txt", b"Plain text about bees.");
     write(d, "notes/b.md", b"# Varroa\n\nMites feed on bees.");
-    write(d, "c.html", b"<html><head><title>Comb</title></head><body><p>Wax comb &amp; brood.</p></body></html>");
+    write(
+        d,
+        "c.html",
+        b"<html><head><title>Comb</title></head><body><p>Wax comb &amp; brood.</p></body></html>",
+    );
     write(d, "d.jsonl", b"{\"_id\": \"doc-7\", \"title\": \"Queen\", \"text\": \"She lays eggs.\", \"year\": 2020}\n{\"text\": \"No id here.\"}\n");
     write(d, "e.json", b"[{\"id\": 3, \"text\": \"Numbered id.\"}]");
     write(d, "f.pdf", &pdf("Pollen is protein."));
@@ -62,14 +72,29 @@ fn loads_every_document_type_from_a_folder() {
     write(d, ".hidden.txt", b"never read");
     let docs = load_documents(d, &LoadDocumentsOptions::default()).unwrap();
     let ids: Vec<&str> = docs.iter().map(|d| d.doc_id.as_str()).collect();
-    assert_eq!(ids, vec!["a.txt", "c.html", "doc-7", "d.jsonl#2", "3", "f.pdf", "notes/b.md"]);
+    assert_eq!(
+        ids,
+        vec![
+            "a.txt",
+            "c.html",
+            "doc-7",
+            "d.jsonl#2",
+            "3",
+            "f.pdf",
+            "notes/b.md"
+        ]
+    );
     let by_id = |id: &str| docs.iter().find(|d| d.doc_id == id).unwrap();
     assert_eq!(by_id("c.html").title, "Comb");
     assert_eq!(by_id("c.html").text, "Wax comb & brood.");
     assert_eq!(by_id("notes/b.md").title, "Varroa");
     assert_eq!(by_id("doc-7").title, "Queen");
     assert_eq!(by_id("doc-7").metadata, "{\"year\":2020}");
-    assert!(by_id("f.pdf").text.contains("Pollen is protein."), "{:?}", by_id("f.pdf").text);
+    assert!(
+        by_id("f.pdf").text.contains("Pollen is protein."),
+        "{:?}",
+        by_id("f.pdf").text
+    );
     assert!(by_id("f.pdf").source.ends_with("f.pdf"));
 }
 
@@ -79,11 +104,17 @@ fn bad_documents_are_reported_with_file_and_line() {
     let d = dir.path();
     write(d, "bad.jsonl", b"{\"text\": \"fine\"}\n{\"text\": \n");
     let err = format!("{:#}", load_documents(d, &Default::default()).unwrap_err());
-    assert!(err.contains("bad.jsonl:2") && err.contains("malformed JSON"), "{err}");
+    assert!(
+        err.contains("bad.jsonl:2") && err.contains("malformed JSON"),
+        "{err}"
+    );
 
     write(d, "bad.jsonl", b"{\"body\": \"wrong field\"}\n");
     let err = format!("{:#}", load_documents(d, &Default::default()).unwrap_err());
-    assert!(err.contains("bad.jsonl:1") && err.contains("text_field"), "{err}");
+    assert!(
+        err.contains("bad.jsonl:1") && err.contains("text_field"),
+        "{err}"
+    );
 
     std::fs::remove_file(d.join("bad.jsonl")).unwrap();
     write(d, "broken.pdf", b"%PDF-1.4 garbage");
@@ -91,7 +122,10 @@ fn bad_documents_are_reported_with_file_and_line() {
     assert!(err.contains("broken.pdf"), "{err}");
 
     let empty = tempfile::tempdir().unwrap();
-    let err = format!("{:#}", load_documents(empty.path(), &Default::default()).unwrap_err());
+    let err = format!(
+        "{:#}",
+        load_documents(empty.path(), &Default::default()).unwrap_err()
+    );
     assert!(err.contains("no documents found"), "{err}");
 }
 
@@ -114,16 +148,27 @@ fn chunks_respect_the_token_budget_overlap_and_sentences() {
         assert!(c.tokens <= 60, "{} tokens: {}", c.tokens, c.text);
         assert_eq!(c.tokens, splitter.count_tokens(&c.text).unwrap());
         // Chunks start and end on sentence boundaries.
-        assert!(sentences.iter().any(|s| c.text.starts_with(s)), "{}", c.text);
+        assert!(
+            sentences.iter().any(|s| c.text.starts_with(s)),
+            "{}",
+            c.text
+        );
         assert!(sentences.iter().any(|s| c.text.ends_with(s)), "{}", c.text);
     }
     // A chunk's last sentence opens the next chunk when it fits the overlap budget; together the
     // chunks cover every sentence.
     let mut shared = 0;
     for pair in chunks.windows(2) {
-        let last_sentence = sentences.iter().rev().find(|s| pair[0].text.ends_with(**s)).unwrap();
+        let last_sentence = sentences
+            .iter()
+            .rev()
+            .find(|s| pair[0].text.ends_with(**s))
+            .unwrap();
         if splitter.count_tokens(last_sentence).unwrap() <= 25 {
-            assert!(pair[1].text.starts_with(last_sentence), "{last_sentence} not carried");
+            assert!(
+                pair[1].text.starts_with(last_sentence),
+                "{last_sentence} not carried"
+            );
             shared += 1;
         } else {
             assert!(!pair[1].text.contains(last_sentence));
@@ -134,8 +179,14 @@ fn chunks_respect_the_token_budget_overlap_and_sentences() {
         assert!(chunks.iter().any(|c| c.text.contains(s)), "lost: {s}");
     }
     // No overlap: chunks tile the sentences exactly once.
-    let tiled = SentenceSplitter::with_tokenizer(tokenizer(), 60, 0).unwrap().split(LONG).unwrap();
-    let count: usize = tiled.iter().map(|c| sentences.iter().filter(|s| c.text.contains(**s)).count()).sum();
+    let tiled = SentenceSplitter::with_tokenizer(tokenizer(), 60, 0)
+        .unwrap()
+        .split(LONG)
+        .unwrap();
+    let count: usize = tiled
+        .iter()
+        .map(|c| sentences.iter().filter(|s| c.text.contains(**s)).count())
+        .sum();
     assert_eq!(count, sentences.len());
 }
 
@@ -146,7 +197,10 @@ fn a_sentence_longer_than_a_chunk_is_cut_between_words() {
     let chunks = splitter.split(long.trim()).unwrap();
     assert!(chunks.len() >= 6);
     assert!(chunks.iter().all(|c| c.tokens <= 10));
-    let words: usize = chunks.iter().map(|c| c.text.split_whitespace().count()).sum();
+    let words: usize = chunks
+        .iter()
+        .map(|c| c.text.split_whitespace().count())
+        .sum();
     assert_eq!(words, 60, "no word lost or repeated");
     assert!(SentenceSplitter::with_tokenizer(tokenizer(), 10, 10).is_err());
 }
@@ -155,20 +209,34 @@ fn a_sentence_longer_than_a_chunk_is_cut_between_words() {
 fn chunk_ids_are_stable_and_splits_keep_documents_whole() {
     let dir = tempfile::tempdir().unwrap();
     for i in 0..10 {
-        write(dir.path(), &format!("doc{i}.txt"), format!("{LONG} Document number {i}.").as_bytes());
+        write(
+            dir.path(),
+            &format!("doc{i}.txt"),
+            format!("{LONG} Document number {i}.").as_bytes(),
+        );
     }
     let splitter = SentenceSplitter::with_tokenizer(tokenizer(), 48, 8).unwrap();
     let docs = load_documents(dir.path(), &Default::default()).unwrap();
     let a = chunk_documents(&docs, &splitter).unwrap();
-    let b = chunk_documents(&load_documents(dir.path(), &Default::default()).unwrap(), &splitter).unwrap();
+    let b = chunk_documents(
+        &load_documents(dir.path(), &Default::default()).unwrap(),
+        &splitter,
+    )
+    .unwrap();
     assert!(a.equals(&b), "same input, same chunks and ids");
     let ids = ragtune::data::table::str_column(&a, "chunk_id").unwrap();
     assert!(ids[0].starts_with("doc0.txt#0-"), "{}", ids[0]);
-    assert_eq!(ids.iter().collect::<std::collections::HashSet<_>>().len(), ids.len());
+    assert_eq!(
+        ids.iter().collect::<std::collections::HashSet<_>>().len(),
+        ids.len()
+    );
 
     let (train, val) = split_by_document(&a, 0.3, 1).unwrap();
     let docs_of = |f: &polars::prelude::DataFrame| {
-        ragtune::data::table::str_column(f, "doc_id").unwrap().into_iter().collect::<std::collections::HashSet<_>>()
+        ragtune::data::table::str_column(f, "doc_id")
+            .unwrap()
+            .into_iter()
+            .collect::<std::collections::HashSet<_>>()
     };
     assert_eq!(docs_of(&val).len(), 3);
     assert!(docs_of(&train).is_disjoint(&docs_of(&val)));
@@ -186,11 +254,19 @@ fn sample_chunks() -> Vec<ChunkText> {
 #[test]
 fn ict_and_crop_pairs_are_reproducible_and_resumable() {
     let chunks = sample_chunks();
-    let opts = SynthOptions { per_chunk: 2, progress: false, ..Default::default() };
+    let opts = SynthOptions {
+        per_chunk: 2,
+        progress: false,
+        ..Default::default()
+    };
     let ict = synthesize(&chunks, &Generator::InverseCloze, &opts, None).unwrap();
     assert_eq!(ict.pairs.len(), 6);
     for p in &ict.pairs {
-        let chunk = &chunks.iter().find(|c| c.chunk_id == p.chunk_id).unwrap().text;
+        let chunk = &chunks
+            .iter()
+            .find(|c| c.chunk_id == p.chunk_id)
+            .unwrap()
+            .text;
         assert!(chunk.contains(&p.query));
         assert_eq!(p.generator, "ict");
     }
@@ -203,14 +279,26 @@ fn ict_and_crop_pairs_are_reproducible_and_resumable() {
     // A run stopped after the first chunk and continued gives the same pairs as one full run.
     let dir = tempfile::tempdir().unwrap();
     let journal = dir.path().join("run.journal.jsonl");
-    let first = synthesize(&chunks[..1], &Generator::InverseCloze, &opts, Some(&journal)).unwrap();
+    let first = synthesize(
+        &chunks[..1],
+        &Generator::InverseCloze,
+        &opts,
+        Some(&journal),
+    )
+    .unwrap();
     assert_eq!(first.resumed, 0);
     let resumed = synthesize(&chunks, &Generator::InverseCloze, &opts, Some(&journal)).unwrap();
     assert_eq!(resumed.resumed, 1);
     assert_eq!(resumed.pairs, ict.pairs);
     // Other settings refuse the journal instead of mixing runs.
-    let other = SynthOptions { per_chunk: 1, ..opts.clone() };
-    let err = format!("{:#}", synthesize(&chunks, &Generator::InverseCloze, &other, Some(&journal)).unwrap_err());
+    let other = SynthOptions {
+        per_chunk: 1,
+        ..opts.clone()
+    };
+    let err = format!(
+        "{:#}",
+        synthesize(&chunks, &Generator::InverseCloze, &other, Some(&journal)).unwrap_err()
+    );
     assert!(err.contains("other settings"), "{err}");
 
     // The LlamaIndex form: one query per pair, each relevant to its positive.
@@ -238,17 +326,31 @@ fn smollm2_writes_queries_that_survive_the_round_trip() {
     }
     let llm = ragtune::llm::LocalLlm::load(common::SMOLLM2, &Default::default()).unwrap();
     let chunks = sample_chunks();
-    let opts = SynthOptions { per_chunk: 2, max_tokens: 64, progress: false, ..Default::default() };
+    let opts = SynthOptions {
+        per_chunk: 2,
+        max_tokens: 64,
+        progress: false,
+        ..Default::default()
+    };
     let out = synthesize(&chunks, &Generator::Llm(Arc::new(llm)), &opts, None).unwrap();
     assert!(out.failed.is_empty());
     assert!(out.pairs.len() >= 3, "{:?}", out.pairs);
     for p in &out.pairs {
         assert!(p.query.split_whitespace().count() >= 2);
-        assert!(!ragtune::synth::parse::copies_passage(&p.query, &p.positive));
+        assert!(!ragtune::synth::parse::copies_passage(
+            &p.query,
+            &p.positive
+        ));
     }
     assert!(out.completion_tokens > 0);
     let encoder = ragtune::SentenceEncoder::load(common::MINILM, &Default::default()).unwrap();
-    let (kept, stats) = ragtune::synth::round_trip_filter(&out.pairs, &chunks, &encoder, 1, &Default::default()).unwrap();
+    let (kept, stats) =
+        ragtune::synth::round_trip_filter(&out.pairs, &chunks, &encoder, 1, &Default::default())
+            .unwrap();
     assert_eq!(stats.kept + stats.dropped, out.pairs.len());
-    assert!(!kept.is_empty(), "some queries find their own chunk first: {:?}", out.pairs);
+    assert!(
+        !kept.is_empty(),
+        "some queries find their own chunk first: {:?}",
+        out.pairs
+    );
 }

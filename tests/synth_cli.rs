@@ -43,18 +43,33 @@ fn synth_over_a_failing_server_survives_a_kill_without_repeating_requests() {
         .args(["--chunk-size", "96", "--chunk-overlap", "0"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("200 documents →"));
 
     let log = d.join("requests.jsonl");
     let mut server = ragtune()
-        .args(["serve", "--model", common::SMOLLM2, "--port", "0", "--fail-rate", "0.3", "--request-log"])
+        .args([
+            "serve",
+            "--model",
+            common::SMOLLM2,
+            "--port",
+            "0",
+            "--fail-rate",
+            "0.3",
+            "--request-log",
+        ])
         .arg(&log)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     let mut banner = String::new();
-    BufReader::new(server.stderr.take().unwrap()).read_line(&mut banner).unwrap();
+    BufReader::new(server.stderr.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
     let base_url = banner.trim().rsplit(' ').next().unwrap().to_string();
     assert!(base_url.starts_with("http://127.0.0.1:"), "{banner}");
 
@@ -63,8 +78,25 @@ fn synth_over_a_failing_server_survives_a_kill_without_repeating_requests() {
         let mut c = ragtune();
         c.args(["synth", "queries", "--corpus"])
             .arg(&chunks)
-            .args(["--llm", "openai:smollm2", "--base-url", &base_url, "--per-chunk", "2", "--max-tokens", "48"])
-            .args(["--limit", "10", "--batch-size", "2", "--concurrency", "2", "--output"])
+            .args([
+                "--llm",
+                "openai:smollm2",
+                "--base-url",
+                &base_url,
+                "--per-chunk",
+                "2",
+                "--max-tokens",
+                "48",
+            ])
+            .args([
+                "--limit",
+                "10",
+                "--batch-size",
+                "2",
+                "--concurrency",
+                "2",
+                "--output",
+            ])
             .arg(&output)
             .stderr(Stdio::piped());
         c
@@ -75,7 +107,10 @@ fn synth_over_a_failing_server_survives_a_kill_without_repeating_requests() {
     let started = Instant::now();
     while lines(&journal).len() < 4 {
         assert!(started.elapsed() < Duration::from_secs(300), "no progress");
-        assert!(first.try_wait().unwrap().is_none(), "finished before it could be killed");
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     first.kill().unwrap();
@@ -83,39 +118,64 @@ fn synth_over_a_failing_server_survives_a_kill_without_repeating_requests() {
     let recorded_before = lines(&journal).len() - 1;
     assert!(recorded_before < 10);
     // Answers the killed client had received are in its response cache.
-    let cache_keys: std::collections::HashSet<String> = lines(&d.join("pairs.jsonl.llm-cache/responses.jsonl"))
-        .iter()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|v| v["key"].as_str().unwrap().to_string())
-        .collect();
+    let cache_keys: std::collections::HashSet<String> =
+        lines(&d.join("pairs.jsonl.llm-cache/responses.jsonl"))
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .map(|v| v["key"].as_str().unwrap().to_string())
+            .collect();
 
     let second = synth().output().unwrap();
     let stderr = String::from_utf8_lossy(&second.stderr);
     assert!(second.status.success(), "{stderr}");
-    assert!(stderr.contains("from 10 chunks") && stderr.contains(&format!("{recorded_before} resumed")), "{stderr}");
+    assert!(
+        stderr.contains("from 10 chunks") && stderr.contains(&format!("{recorded_before} resumed")),
+        "{stderr}"
+    );
     server.kill().unwrap();
+    server.wait().unwrap();
 
     // Every chunk's request was answered although 30 % of all attempts failed, and no answer the
     // client had received was asked for again. Only requests in flight at the kill (at most the
     // 2 concurrent ones) can have been answered twice: the server answered, the client was gone.
     let keys: Vec<String> = lines(&log)
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["key"].as_str().unwrap().to_string())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
         .collect();
     let mut counts = std::collections::HashMap::new();
     for k in &keys {
         *counts.entry(k.as_str()).or_insert(0) += 1;
     }
     assert_eq!(counts.len(), 10, "{keys:?}");
-    let twice: Vec<&&str> = counts.iter().filter(|(_, &n)| n > 1).map(|(k, _)| k).collect();
-    assert!(twice.iter().all(|k| !cache_keys.contains(**k)), "a received answer was asked for again");
-    assert!(twice.len() <= 2 && counts.values().all(|&n| n <= 2), "{counts:?}");
+    let twice: Vec<&&str> = counts
+        .iter()
+        .filter(|(_, &n)| n > 1)
+        .map(|(k, _)| k)
+        .collect();
+    assert!(
+        twice.iter().all(|k| !cache_keys.contains(**k)),
+        "a received answer was asked for again"
+    );
+    assert!(
+        twice.len() <= 2 && counts.values().all(|&n| n <= 2),
+        "{counts:?}"
+    );
     let orphaned = twice.len();
     let cached = cache_keys.len();
     // No pair lost: the output holds exactly the journal's pairs.
     let journal_pairs: usize = lines(&journal)[1..]
         .iter()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["pairs"].as_array().unwrap().len())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["pairs"]
+                .as_array()
+                .unwrap()
+                .len()
+        })
         .sum();
     assert_eq!(lines(&journal).len() - 1, 10);
     assert_eq!(lines(&output).len(), journal_pairs);
@@ -132,13 +192,29 @@ fn generate_answers_from_the_command_line() {
     let out = ragtune()
         .args(["generate", "--llm"])
         .arg(format!("local:{}", common::tiny_llama_dir().display()))
-        .args(["--raw", "--prompt", "The queen lays eggs", "--max-tokens", "4", "--stats", "--f32-decode"])
+        .args([
+            "--raw",
+            "--prompt",
+            "The queen lays eggs",
+            "--max-tokens",
+            "4",
+            "--stats",
+            "--f32-decode",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("generation: 4 tokens"), "{stderr}");
-    let bad = ragtune().args(["generate", "--llm", "mystery:x", "--prompt", "hi"]).output().unwrap();
+    let bad = ragtune()
+        .args(["generate", "--llm", "mystery:x", "--prompt", "hi"])
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected `local:<model>` or `openai:<model>`"));
+    assert!(String::from_utf8_lossy(&bad.stderr)
+        .contains("expected `local:<model>` or `openai:<model>`"));
 }

@@ -45,7 +45,9 @@ impl Default for LoadDocumentsOptions {
     }
 }
 
-const EXTENSIONS: &[&str] = &["txt", "md", "markdown", "html", "htm", "json", "jsonl", "pdf"];
+const EXTENSIONS: &[&str] = &[
+    "txt", "md", "markdown", "html", "htm", "json", "jsonl", "pdf",
+];
 
 /// Loads a file or a folder of files. Files of other types in a folder are listed on stderr and
 /// skipped; a file with no text is an error naming it, as is a folder with no documents.
@@ -91,7 +93,11 @@ pub fn load_documents(path: &Path, options: &LoadDocumentsOptions) -> Result<Vec
         );
     }
     if docs.is_empty() {
-        bail!("{}: no documents found (looked for {})", path.display(), EXTENSIONS.join(", "));
+        bail!(
+            "{}: no documents found (looked for {})",
+            path.display(),
+            EXTENSIONS.join(", ")
+        );
     }
     Ok(docs)
 }
@@ -137,7 +143,10 @@ fn load_file(
             metadata: "{}".into(),
         })
     };
-    let read = || std::fs::read_to_string(file).with_context(|| format!("cannot read {} as UTF-8 text", file.display()));
+    let read = || {
+        std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read {} as UTF-8 text", file.display()))
+    };
     match ext {
         "txt" => docs.push(whole(String::new(), read()?)?),
         "md" | "markdown" => {
@@ -155,8 +164,10 @@ fn load_file(
             docs.push(whole(title, text)?);
         }
         "pdf" => {
-            let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-            let text = super::pdf::to_text(&bytes).with_context(|| format!("{}: cannot extract text", file.display()))?;
+            let bytes =
+                std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            let text = super::pdf::to_text(&bytes)
+                .with_context(|| format!("{}: cannot extract text", file.display()))?;
             docs.push(whole(String::new(), text)?);
         }
         "jsonl" => {
@@ -170,11 +181,20 @@ fn load_file(
             let records = match value {
                 Value::Array(items) => items,
                 obj @ Value::Object(_) => vec![obj],
-                other => bail!("{}: expected an object or a list of objects, found {}", file.display(), json_kind(&other)),
+                other => bail!(
+                    "{}: expected an object or a list of objects, found {}",
+                    file.display(),
+                    json_kind(&other)
+                ),
             };
             for (i, item) in records.into_iter().enumerate() {
                 let Value::Object(obj) = item else {
-                    bail!("{}: item {} is {}, not an object", file.display(), i + 1, json_kind(&item));
+                    bail!(
+                        "{}: item {} is {}, not an object",
+                        file.display(),
+                        i + 1,
+                        json_kind(&item)
+                    );
                 };
                 docs.push(record(&obj, file, rel, i + 1, options)?);
             }
@@ -185,22 +205,45 @@ fn load_file(
 }
 
 /// One JSON record as a document; `at` is its line (JSONL) or 1-based position (JSON array).
-fn record(obj: &Map<String, Value>, file: &Path, rel: &str, at: usize, options: &LoadDocumentsOptions) -> Result<Document> {
+fn record(
+    obj: &Map<String, Value>,
+    file: &Path,
+    rel: &str,
+    at: usize,
+    options: &LoadDocumentsOptions,
+) -> Result<Document> {
     let text = match obj.get(&options.text_field) {
         Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-        Some(Value::String(_)) => bail!("{}:{at}: field `{}` is empty", file.display(), options.text_field),
-        Some(other) => bail!("{}:{at}: field `{}` must be a string, found {}", file.display(), options.text_field, json_kind(other)),
+        Some(Value::String(_)) => bail!(
+            "{}:{at}: field `{}` is empty",
+            file.display(),
+            options.text_field
+        ),
+        Some(other) => bail!(
+            "{}:{at}: field `{}` must be a string, found {}",
+            file.display(),
+            options.text_field,
+            json_kind(other)
+        ),
         None => bail!(
             "{}:{at}: missing text field `{}` (set text_field to the field holding the text)",
             file.display(),
             options.text_field
         ),
     };
-    let id_field = options.id_fields.iter().find(|f| obj.contains_key(f.as_str()));
+    let id_field = options
+        .id_fields
+        .iter()
+        .find(|f| obj.contains_key(f.as_str()));
     let doc_id = match id_field.map(|f| &obj[f.as_str()]) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
-        Some(other) => bail!("{}:{at}: field `{}` must be a string or number, found {}", file.display(), id_field.unwrap(), json_kind(other)),
+        Some(other) => bail!(
+            "{}:{at}: field `{}` must be a string or number, found {}",
+            file.display(),
+            id_field.unwrap(),
+            json_kind(other)
+        ),
         None => format!("{rel}#{at}"),
     };
     let title = match obj.get(&options.title_field) {
@@ -210,7 +253,11 @@ fn record(obj: &Map<String, Value>, file: &Path, rel: &str, at: usize, options: 
     let metadata: Map<String, Value> = obj
         .iter()
         .filter(|(k, v)| {
-            *k != &options.text_field && *k != &options.title_field && Some(*k) != id_field && !v.is_array() && !v.is_object()
+            *k != &options.text_field
+                && *k != &options.title_field
+                && Some(*k) != id_field
+                && !v.is_array()
+                && !v.is_object()
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
@@ -226,15 +273,21 @@ fn record(obj: &Map<String, Value>, file: &Path, rel: &str, at: usize, options: 
 /// The documents as a frame: `doc_id`, `title`, `text`, `source`, `metadata`.
 pub fn documents_frame(docs: &[Document]) -> Result<DataFrame> {
     let col = |name: &str, f: fn(&Document) -> &String| {
-        Column::new(name.into(), docs.iter().map(|d| f(d).as_str()).collect::<Vec<_>>())
+        Column::new(
+            name.into(),
+            docs.iter().map(|d| f(d).as_str()).collect::<Vec<_>>(),
+        )
     };
-    Ok(DataFrame::new(docs.len(), vec![
-        col("doc_id", |d| &d.doc_id),
-        col("title", |d| &d.title),
-        col("text", |d| &d.text),
-        col("source", |d| &d.source),
-        col("metadata", |d| &d.metadata),
-    ])?)
+    Ok(DataFrame::new(
+        docs.len(),
+        vec![
+            col("doc_id", |d| &d.doc_id),
+            col("title", |d| &d.title),
+            col("text", |d| &d.text),
+            col("source", |d| &d.source),
+            col("metadata", |d| &d.metadata),
+        ],
+    )?)
 }
 
 /// Documents back from a frame with at least `doc_id` and `text` (title, source optional).
@@ -247,7 +300,8 @@ pub fn documents_from_frame(frame: &DataFrame) -> Result<Vec<Document>> {
             Ok(vec![String::new(); frame.height()])
         }
     };
-    let (ids, titles, texts, sources) = (get("doc_id")?, get("title")?, get("text")?, get("source")?);
+    let (ids, titles, texts, sources) =
+        (get("doc_id")?, get("title")?, get("text")?, get("source")?);
     Ok((0..frame.height())
         .map(|i| Document {
             doc_id: ids[i].clone(),

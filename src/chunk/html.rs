@@ -4,7 +4,9 @@
 
 /// (title, text) of an HTML page.
 pub fn to_text(html: &str) -> (String, String) {
-    let title = between_tags(html, "title").map(decode_entities).unwrap_or_default();
+    let title = between_tags(html, "title")
+        .map(decode_entities)
+        .unwrap_or_default();
     let mut out = String::with_capacity(html.len() / 2);
     let mut rest = html;
     while let Some(open) = rest.find('<') {
@@ -25,7 +27,12 @@ pub fn to_text(html: &str) -> (String, String) {
             .chars()
             .take_while(|c| c.is_ascii_alphanumeric())
             .collect();
-        if !tag.starts_with('/') && matches!(name.as_str(), "script" | "style" | "head" | "noscript" | "template") {
+        if !tag.starts_with('/')
+            && matches!(
+                name.as_str(),
+                "script" | "style" | "head" | "noscript" | "template"
+            )
+        {
             // Skip to the matching closing tag.
             let end = format!("</{name}");
             rest = match rest.to_ascii_lowercase().find(&end) {
@@ -35,10 +42,9 @@ pub fn to_text(html: &str) -> (String, String) {
             continue;
         }
         match name.as_str() {
-            "p" | "div" | "section" | "article" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6" | "ul" | "ol"
-            | "table" | "blockquote" | "pre" | "header" | "footer" | "main" | "nav" | "aside" => {
-                out.push_str("\n\n")
-            }
+            "p" | "div" | "section" | "article" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6"
+            | "ul" | "ol" | "table" | "blockquote" | "pre" | "header" | "footer" | "main"
+            | "nav" | "aside" => out.push_str("\n\n"),
             "br" | "li" | "tr" | "dt" | "dd" => out.push('\n'),
             "td" | "th" => out.push(' '),
             _ => {}

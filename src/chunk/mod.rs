@@ -14,14 +14,23 @@ use std::collections::HashSet;
 use anyhow::{bail, Result};
 use polars::prelude::*;
 
-pub use documents::{documents_frame, documents_from_frame, load_documents, Document, LoadDocumentsOptions};
+pub use documents::{
+    documents_frame, documents_from_frame, load_documents, Document, LoadDocumentsOptions,
+};
 pub use splitter::{ChunkOptions, SentenceSplitter};
 
 use crate::fingerprint::Fingerprint;
 use crate::rng::Rng;
 
 /// Column names of a chunk frame.
-pub const CHUNK_COLUMNS: [&str; 6] = ["chunk_id", "doc_id", "chunk_index", "text", "tokens", "source"];
+pub const CHUNK_COLUMNS: [&str; 6] = [
+    "chunk_id",
+    "doc_id",
+    "chunk_index",
+    "text",
+    "tokens",
+    "source",
+];
 
 /// Every document's chunks, in document order: `chunk_id` (`<doc_id>#<index>-<digest of text>`,
 /// the same for the same input and settings on every run), `doc_id`, `chunk_index`, `text`,
@@ -49,20 +58,27 @@ pub fn chunk_documents(docs: &[Document], splitter: &SentenceSplitter) -> Result
     }
     progress.finish();
     let [ids, doc_ids, texts, sources, titles] = cols;
-    Ok(DataFrame::new(ids.len(), vec![
-        Column::new("chunk_id".into(), ids),
-        Column::new("doc_id".into(), doc_ids),
-        Column::new("chunk_index".into(), index),
-        Column::new("text".into(), texts),
-        Column::new("tokens".into(), tokens),
-        Column::new("source".into(), sources),
-        Column::new("title".into(), titles),
-    ])?)
+    Ok(DataFrame::new(
+        ids.len(),
+        vec![
+            Column::new("chunk_id".into(), ids),
+            Column::new("doc_id".into(), doc_ids),
+            Column::new("chunk_index".into(), index),
+            Column::new("text".into(), texts),
+            Column::new("tokens".into(), tokens),
+            Column::new("source".into(), sources),
+            Column::new("title".into(), titles),
+        ],
+    )?)
 }
 
 /// Splits a frame with a `doc_id` column into (train, validation) so that no document has rows
 /// on both sides: `val_fraction` of the documents, chosen with `seed`, go to validation.
-pub fn split_by_document(frame: &DataFrame, val_fraction: f64, seed: u64) -> Result<(DataFrame, DataFrame)> {
+pub fn split_by_document(
+    frame: &DataFrame,
+    val_fraction: f64,
+    seed: u64,
+) -> Result<(DataFrame, DataFrame)> {
     if !(0.0..1.0).contains(&val_fraction) {
         bail!("val_fraction must be in [0, 1), got {val_fraction}");
     }
@@ -84,16 +100,25 @@ mod tests {
     #[test]
     fn split_keeps_documents_whole_and_is_seeded() {
         let doc_id: Vec<String> = (0..40).map(|i| format!("d{}", i / 4)).collect();
-        let frame = DataFrame::new(40, vec![
-            Column::new("doc_id".into(), doc_id),
-            Column::new("n".into(), (0..40u32).collect::<Vec<_>>()),
-        ])
+        let frame = DataFrame::new(
+            40,
+            vec![
+                Column::new("doc_id".into(), doc_id),
+                Column::new("n".into(), (0..40u32).collect::<Vec<_>>()),
+            ],
+        )
         .unwrap();
         let (train, val) = split_by_document(&frame, 0.2, 7).unwrap();
         assert_eq!(train.height() + val.height(), 40);
         assert_eq!(val.height(), 8, "2 of 10 documents, 4 rows each");
-        let t: HashSet<String> = crate::data::table::str_column(&train, "doc_id").unwrap().into_iter().collect();
-        let v: HashSet<String> = crate::data::table::str_column(&val, "doc_id").unwrap().into_iter().collect();
+        let t: HashSet<String> = crate::data::table::str_column(&train, "doc_id")
+            .unwrap()
+            .into_iter()
+            .collect();
+        let v: HashSet<String> = crate::data::table::str_column(&val, "doc_id")
+            .unwrap()
+            .into_iter()
+            .collect();
         assert!(t.is_disjoint(&v));
         let (_, again) = split_by_document(&frame, 0.2, 7).unwrap();
         assert!(val.equals(&again));

@@ -33,7 +33,12 @@ pub fn sentence_spans(text: &str) -> Vec<(usize, usize)> {
             }
         } else if matches!(c, '.' | '!' | '?') {
             let mut j = i + 1;
-            while j < chars.len() && matches!(chars[j].1, '.' | '!' | '?' | '"' | '\'' | ')' | ']' | '’' | '”') {
+            while j < chars.len()
+                && matches!(
+                    chars[j].1,
+                    '.' | '!' | '?' | '"' | '\'' | ')' | ']' | '’' | '”'
+                )
+            {
                 j += 1;
             }
             let end = chars.get(j).map_or(text.len(), |c| c.0);
@@ -41,7 +46,9 @@ pub fn sentence_spans(text: &str) -> Vec<(usize, usize)> {
             let next = after.trim_start();
             let spaced = after.len() > next.len() || after.is_empty();
             let opens = next.chars().next().is_none_or(|n| {
-                n.is_uppercase() || n.is_ascii_digit() || matches!(n, '"' | '\'' | '(' | '[' | '“' | '‘')
+                n.is_uppercase()
+                    || n.is_ascii_digit()
+                    || matches!(n, '"' | '\'' | '(' | '[' | '“' | '‘')
             });
             if spaced && opens && !(c == '.' && abbreviation_before(text, pos)) {
                 cut = Some(end);
@@ -76,7 +83,9 @@ fn abbreviation_before(text: &str, dot: usize) -> bool {
     let before = &text[..dot];
     let word_start = before
         .rfind(|c: char| c.is_whitespace() || c == '(' || c == '"')
-        .map_or(0, |p| p + before[p..].chars().next().map_or(1, char::len_utf8));
+        .map_or(0, |p| {
+            p + before[p..].chars().next().map_or(1, char::len_utf8)
+        });
     let word = before[word_start..].to_lowercase();
     if word.chars().count() == 1 && word.chars().all(char::is_alphabetic) {
         return true;
@@ -98,14 +107,23 @@ mod tests {
     use super::*;
 
     fn sentences(text: &str) -> Vec<&str> {
-        sentence_spans(text).into_iter().map(|(s, e)| &text[s..e]).collect()
+        sentence_spans(text)
+            .into_iter()
+            .map(|(s, e)| &text[s..e])
+            .collect()
     }
 
     #[test]
     fn splits_on_terminal_punctuation() {
         assert_eq!(
             sentences("Bees dance. Why? \"Food!\" They said so.  2 bees left."),
-            vec!["Bees dance.", "Why?", "\"Food!\"", "They said so.", "2 bees left."]
+            vec![
+                "Bees dance.",
+                "Why?",
+                "\"Food!\"",
+                "They said so.",
+                "2 bees left."
+            ]
         );
     }
 
@@ -113,19 +131,35 @@ mod tests {
     fn keeps_abbreviations_initials_and_decimals_inside() {
         assert_eq!(
             sentences("Dr. Smith et al. found 3.5 mg, e.g. in J. Doe's hives. Next one."),
-            vec!["Dr. Smith et al. found 3.5 mg, e.g. in J. Doe's hives.", "Next one."]
+            vec![
+                "Dr. Smith et al. found 3.5 mg, e.g. in J. Doe's hives.",
+                "Next one."
+            ]
         );
-        assert_eq!(sentences("no end lowercase. after"), vec!["no end lowercase. after"]);
+        assert_eq!(
+            sentences("no end lowercase. after"),
+            vec!["no end lowercase. after"]
+        );
     }
 
     #[test]
     fn paragraphs_and_list_items_are_boundaries() {
         assert_eq!(
             sentences("# Title\nIntro line\n\nSecond para\n- item one\n- item two\n1. first"),
-            vec!["# Title", "Intro line", "Second para", "- item one", "- item two", "1. first"]
+            vec![
+                "# Title",
+                "Intro line",
+                "Second para",
+                "- item one",
+                "- item two",
+                "1. first"
+            ]
         );
         // A plain line break inside a sentence is not a boundary.
-        assert_eq!(sentences("one sentence\ncontinues here."), vec!["one sentence\ncontinues here."]);
+        assert_eq!(
+            sentences("one sentence\ncontinues here."),
+            vec!["one sentence\ncontinues here."]
+        );
     }
 
     #[test]

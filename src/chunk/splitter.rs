@@ -55,13 +55,18 @@ struct Piece {
 impl SentenceSplitter {
     /// Loads the tokenizer named in `options`.
     pub fn new(options: &ChunkOptions) -> Result<Self> {
-        let path = crate::models::hub::ModelSource::parse(&options.tokenizer)?.file("tokenizer.json")?;
-        let tokenizer = Tokenizer::from_file(&path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let path =
+            crate::models::hub::ModelSource::parse(&options.tokenizer)?.file("tokenizer.json")?;
+        let tokenizer =
+            Tokenizer::from_file(&path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         Self::with_tokenizer(tokenizer, options.chunk_size, options.chunk_overlap)
     }
 
-    pub fn with_tokenizer(mut tokenizer: Tokenizer, chunk_size: usize, chunk_overlap: usize) -> Result<Self> {
+    pub fn with_tokenizer(
+        mut tokenizer: Tokenizer,
+        chunk_size: usize,
+        chunk_overlap: usize,
+    ) -> Result<Self> {
         if chunk_size == 0 {
             bail!("chunk_size must be at least 1");
         }

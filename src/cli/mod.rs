@@ -101,7 +101,10 @@ impl DataArgs {
             &self.columns.iter().map(String::as_str).collect::<Vec<_>>(),
             &origin,
         )?;
-        ragtune::TrainingSet::from_frame(&frame.select(self.columns.iter().map(String::as_str))?, &origin)
+        ragtune::TrainingSet::from_frame(
+            &frame.select(self.columns.iter().map(String::as_str))?,
+            &origin,
+        )
     }
 }
 

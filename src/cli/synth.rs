@@ -84,7 +84,8 @@ pub fn run(cmd: SynthCommand) -> Result<()> {
         "crop" => Generator::Crop,
         _ => {
             let mut llm = args.llm.clone();
-            llm.llm_cache.get_or_insert_with(|| sibling(&args.output, "llm-cache"));
+            llm.llm_cache
+                .get_or_insert_with(|| sibling(&args.output, "llm-cache"));
             Generator::Llm(llm.open()?)
         }
     };
@@ -104,7 +105,13 @@ pub fn run(cmd: SynthCommand) -> Result<()> {
     eprintln!("{}", outcome.summary());
     if let Some(model) = &args.round_trip_model {
         let encoder = ragtune::SentenceEncoder::load(model, &Default::default())?;
-        let (kept, stats) = round_trip_filter(&outcome.pairs, &chunks, &encoder, args.round_trip_k, &Default::default())?;
+        let (kept, stats) = round_trip_filter(
+            &outcome.pairs,
+            &chunks,
+            &encoder,
+            args.round_trip_k,
+            &Default::default(),
+        )?;
         eprintln!(
             "round-trip filter (top {}): kept {}, dropped {}",
             stats.top_k, stats.kept, stats.dropped
@@ -119,7 +126,11 @@ pub fn run(cmd: SynthCommand) -> Result<()> {
     } else {
         write_table(&outcome.frame()?, &args.output)?;
     }
-    eprintln!("wrote {} pairs to {}", outcome.pairs.len(), args.output.display());
+    eprintln!(
+        "wrote {} pairs to {}",
+        outcome.pairs.len(),
+        args.output.display()
+    );
     if !outcome.failed.is_empty() {
         let (id, why) = &outcome.failed[0];
         bail!(

@@ -53,7 +53,9 @@ impl CachedChat {
                     }
                     // The last line of a killed run may be cut short; anything else is damage.
                     Err(_) if n + 1 == lines.len() => {}
-                    Err(e) => anyhow::bail!("{}:{}: damaged cache entry: {e}", path.display(), n + 1),
+                    Err(e) => {
+                        anyhow::bail!("{}:{}: damaged cache entry: {e}", path.display(), n + 1)
+                    }
                 }
             }
         }
@@ -108,13 +110,22 @@ impl ChatModel for CachedChat {
         self.inner.name()
     }
 
-    fn chat_each(&self, requests: &[ChatRequest], on_answer: &OnAnswer<'_>) -> Vec<Result<Completion>> {
-        let keys: Vec<String> = requests.iter().map(|r| request_key(self.inner.name(), r)).collect();
+    fn chat_each(
+        &self,
+        requests: &[ChatRequest],
+        on_answer: &OnAnswer<'_>,
+    ) -> Vec<Result<Completion>> {
+        let keys: Vec<String> = requests
+            .iter()
+            .map(|r| request_key(self.inner.name(), r))
+            .collect();
         let mut answers: Vec<Option<Result<Completion>>> = {
             let known = self.answers.read().unwrap_or_else(|e| e.into_inner());
             keys.iter().map(|k| known.get(k).cloned().map(Ok)).collect()
         };
-        let missing: Vec<usize> = (0..requests.len()).filter(|&i| answers[i].is_none()).collect();
+        let missing: Vec<usize> = (0..requests.len())
+            .filter(|&i| answers[i].is_none())
+            .collect();
         self.hits
             .fetch_add(requests.len() - missing.len(), Ordering::Relaxed);
         self.misses.fetch_add(missing.len(), Ordering::Relaxed);

@@ -200,12 +200,7 @@ fn tokenizer(meta: &Meta, tokens: &[String]) -> Result<Tokenizer> {
     let special: Vec<AddedToken> = tokens
         .iter()
         .enumerate()
-        .filter(|(i, _)| {
-            types
-                .and_then(|t| t.get(*i))
-                .and_then(|v| v.to_i32().ok())
-                == Some(3)
-        })
+        .filter(|(i, _)| types.and_then(|t| t.get(*i)).and_then(|v| v.to_i32().ok()) == Some(3))
         .map(|(_, t)| AddedToken::from(t.clone(), true))
         .collect();
     tok.add_special_tokens(special)

@@ -46,7 +46,10 @@ const Q8_MAX_ROWS: usize = 4;
 impl Linear {
     fn new(weight: Tensor, bias: Option<Tensor>, q8: bool) -> Result<Self> {
         let q8 = if q8 && weight.dim(1)? % 32 == 0 {
-            Some(QMatMul::from_qtensor(QTensor::quantize(&weight, GgmlDType::Q8_0)?)?)
+            Some(QMatMul::from_qtensor(QTensor::quantize(
+                &weight,
+                GgmlDType::Q8_0,
+            )?)?)
         } else {
             None
         };
@@ -149,12 +152,22 @@ impl Llama {
         device: &Device,
     ) -> Result<Self> {
         let (h, kv, hd) = (cfg.hidden, cfg.kv_heads * cfg.head_dim(), cfg.head_dim());
-        let embed = take(&mut weights, "token_embd.weight", &[cfg.vocab_size, h], device)?;
+        let embed = take(
+            &mut weights,
+            "token_embd.weight",
+            &[cfg.vocab_size, h],
+            device,
+        )?;
         let mut blocks = Vec::with_capacity(cfg.layers);
         for i in 0..cfg.layers {
             let p = format!("blk.{i}");
             let mut linear = |name: &str, out: usize, inp: usize| -> Result<Linear> {
-                let weight = take(&mut weights, &format!("{p}.{name}.weight"), &[out, inp], device)?;
+                let weight = take(
+                    &mut weights,
+                    &format!("{p}.{name}.weight"),
+                    &[out, inp],
+                    device,
+                )?;
                 let bias = weights
                     .remove(&format!("{p}.{name}.bias"))
                     .map(|b| b.to_dtype(DType::F32)?.to_device(device))
@@ -244,11 +257,10 @@ impl Llama {
         let decoding = s == 1;
         let (cos, sin) = self.rotary(b, s, start, pads)?;
         let mask = self.mask(b, s, start, pads)?;
-        let mut x = self.embed.index_select(&tokens.flatten_all()?, 0)?.reshape((
-            b,
-            s,
-            self.cfg.hidden,
-        ))?;
+        let mut x = self
+            .embed
+            .index_select(&tokens.flatten_all()?, 0)?
+            .reshape((b, s, self.cfg.hidden))?;
         for (block, (kc, vc)) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, self.cfg.rms_eps as f32)?;
             let attn = self.attention(block, &h, &cos, &sin, &mask, kc, vc, start, decoding)?;
@@ -351,8 +363,8 @@ impl Llama {
         let scores = scores
             .reshape((b, kv_heads, groups, s, total))?
             .broadcast_add(mask)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?
-            .reshape((b, kv_heads, groups * s, total))?;
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores)?.reshape((b, kv_heads, groups * s, total))?;
         let out = probs.matmul(&values.contiguous()?)?;
         let out = out
             .reshape((b, heads, s, hd))?

@@ -99,8 +99,7 @@ impl LocalLlm {
                 };
                 ModelSource::parse(&format!("{owner}/{repo}"))?.file(file)?
             };
-            super::gguf::load(&file, &device)
-                .with_context(|| format!("loading model `{spec}`"))?
+            super::gguf::load(&file, &device).with_context(|| format!("loading model `{spec}`"))?
         } else {
             super::hf::load(&ModelSource::parse(spec)?, &device)
                 .with_context(|| format!("loading model `{spec}`"))?
@@ -109,7 +108,10 @@ impl LocalLlm {
             Some(t) => Some(ChatTemplate::new(
                 t,
                 parts.bos.clone(),
-                parts.eos.first().and_then(|&i| parts.tokenizer.id_to_token(i)),
+                parts
+                    .eos
+                    .first()
+                    .and_then(|&i| parts.tokenizer.id_to_token(i)),
             )?),
             None => None,
         };
@@ -170,11 +172,19 @@ impl LocalLlm {
     pub fn next_token_logits(&self, ids: &[u32]) -> Result<Vec<f32>> {
         let mut cache = self.model.new_cache(1, ids.len())?;
         let tokens = Tensor::new(ids, self.model.device())?.unsqueeze(0)?;
-        Ok(self.model.forward(&tokens, &[0], &mut cache)?.squeeze(0)?.to_vec1()?)
+        Ok(self
+            .model
+            .forward(&tokens, &[0], &mut cache)?
+            .squeeze(0)?
+            .to_vec1()?)
     }
 
     /// Continues each text (no chat template).
-    pub fn complete(&self, texts: &[String], params: &[GenerationParams]) -> Result<Vec<Completion>> {
+    pub fn complete(
+        &self,
+        texts: &[String],
+        params: &[GenerationParams],
+    ) -> Result<Vec<Completion>> {
         let prompts = texts
             .iter()
             .map(|t| self.encode(t))
@@ -183,7 +193,11 @@ impl LocalLlm {
     }
 
     /// Decodes every prompt, `max_batch` at a time, grouping prompts of similar length.
-    pub fn generate(&self, prompts: &[Vec<u32>], params: &[GenerationParams]) -> Result<Vec<Completion>> {
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        params: &[GenerationParams],
+    ) -> Result<Vec<Completion>> {
         assert_eq!(prompts.len(), params.len(), "one parameter set per prompt");
         for p in params {
             p.validate()?;
@@ -203,7 +217,10 @@ impl LocalLlm {
             }
         }
         *self.last_stats.lock().unwrap_or_else(|e| e.into_inner()) = stats;
-        Ok(out.into_iter().map(|c| c.expect("every prompt decoded")).collect())
+        Ok(out
+            .into_iter()
+            .map(|c| c.expect("every prompt decoded"))
+            .collect())
     }
 
     fn generate_group(
@@ -252,7 +269,12 @@ impl LocalLlm {
                     &mut row.rng,
                 );
                 stats.generated_tokens += 1;
-                if row.push(token, &self.eos, &self.tokenizer, cache.len() + 1 >= capacity)? {
+                if row.push(
+                    token,
+                    &self.eos,
+                    &self.tokenizer,
+                    cache.len() + 1 >= capacity,
+                )? {
                     keep.push(pos as u32);
                     next.push(token);
                 }
@@ -341,7 +363,11 @@ impl ChatModel for LocalLlm {
         &self.name
     }
 
-    fn chat_each(&self, requests: &[ChatRequest], on_answer: &OnAnswer<'_>) -> Vec<Result<Completion>> {
+    fn chat_each(
+        &self,
+        requests: &[ChatRequest],
+        on_answer: &OnAnswer<'_>,
+    ) -> Vec<Result<Completion>> {
         // Requests whose prompt fails keep their error; the others decode together.
         let mut answers = Vec::with_capacity(requests.len());
         let (mut decoding, mut ids, mut params) = (Vec::new(), Vec::new(), Vec::new());

@@ -126,7 +126,11 @@ pub trait ChatModel: Send + Sync {
     /// The model's name as servers and caches know it.
     fn name(&self) -> &str;
 
-    fn chat_each(&self, requests: &[ChatRequest], on_answer: &OnAnswer<'_>) -> Vec<Result<Completion>>;
+    fn chat_each(
+        &self,
+        requests: &[ChatRequest],
+        on_answer: &OnAnswer<'_>,
+    ) -> Vec<Result<Completion>>;
 
     fn chat_batch(&self, requests: &[ChatRequest]) -> Vec<Result<Completion>> {
         self.chat_each(requests, &|_, _| {})

@@ -61,7 +61,7 @@ impl OpenAiClient {
         if options.concurrency == 0 {
             bail!("concurrency must be at least 1");
         }
-        if !(options.timeout_seconds > 0.0) {
+        if options.timeout_seconds.is_nan() || options.timeout_seconds <= 0.0 {
             bail!("timeout_seconds must be positive");
         }
         let base = options.base_url.trim_end_matches('/');
@@ -217,7 +217,11 @@ impl ChatModel for OpenAiClient {
         &self.model
     }
 
-    fn chat_each(&self, requests: &[ChatRequest], on_answer: &OnAnswer<'_>) -> Vec<Result<Completion>> {
+    fn chat_each(
+        &self,
+        requests: &[ChatRequest],
+        on_answer: &OnAnswer<'_>,
+    ) -> Vec<Result<Completion>> {
         let next = AtomicUsize::new(0);
         let answers: Mutex<Vec<Option<Result<Completion>>>> =
             Mutex::new((0..requests.len()).map(|_| None).collect());

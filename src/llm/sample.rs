@@ -53,7 +53,10 @@ mod tests {
 
     #[test]
     fn greedy_takes_the_first_maximum() {
-        assert_eq!(next_token(&[0.1, 2.0, 2.0, -1.0], 0.0, 1.0, &mut Rng::new(0)), 1);
+        assert_eq!(
+            next_token(&[0.1, 2.0, 2.0, -1.0], 0.0, 1.0, &mut Rng::new(0)),
+            1
+        );
     }
 
     #[test]
@@ -69,8 +72,14 @@ mod tests {
         for _ in 0..3000 {
             counts[next_token(&logits, 1.0, 1.0, &mut rng) as usize] += 1;
         }
-        assert!((counts[0] as f64 / 3000.0 - 0.665).abs() < 0.03, "{counts:?}");
-        assert!((counts[2] as f64 / 3000.0 - 0.090).abs() < 0.02, "{counts:?}");
+        assert!(
+            (counts[0] as f64 / 3000.0 - 0.665).abs() < 0.03,
+            "{counts:?}"
+        );
+        assert!(
+            (counts[2] as f64 / 3000.0 - 0.090).abs() < 0.02,
+            "{counts:?}"
+        );
     }
 
     #[test]
@@ -78,7 +87,9 @@ mod tests {
         let logits: Vec<f32> = (0..50).map(|i| (i as f32 * 0.37).sin()).collect();
         let draw = |seed| {
             let mut rng = Rng::new(seed);
-            (0..20).map(|_| next_token(&logits, 0.8, 0.9, &mut rng)).collect::<Vec<_>>()
+            (0..20)
+                .map(|_| next_token(&logits, 0.8, 0.9, &mut rng))
+                .collect::<Vec<_>>()
         };
         assert_eq!(draw(3), draw(3));
         assert_ne!(draw(3), draw(4));

@@ -123,8 +123,13 @@ impl Server {
         });
         let stopping = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
-        let (max_batch, wait) = (options.max_batch, Duration::from_millis(options.batch_wait_ms));
-        threads.push(std::thread::spawn(move || batcher(model, rx, max_batch, wait)));
+        let (max_batch, wait) = (
+            options.max_batch,
+            Duration::from_millis(options.batch_wait_ms),
+        );
+        threads.push(std::thread::spawn(move || {
+            batcher(model, rx, max_batch, wait)
+        }));
         for _ in 0..options.workers {
             let (http, shared, stopping) = (http.clone(), shared.clone(), stopping.clone());
             threads.push(std::thread::spawn(move || {
@@ -216,7 +221,10 @@ fn handle(shared: &Shared, mut req: Request) {
                 },
             }
         }
-        _ => (404, error_body("unknown endpoint; try /v1/chat/completions or /v1/models")),
+        _ => (
+            404,
+            error_body("unknown endpoint; try /v1/chat/completions or /v1/models"),
+        ),
     };
     respond(req, status, body);
 }
@@ -290,7 +298,8 @@ fn parse_request(text: &str) -> Result<(ChatRequest, String)> {
     let stop = match &v["stop"] {
         Value::Null => Vec::new(),
         Value::String(s) => vec![s.clone()],
-        other => serde_json::from_value(other.clone()).context("`stop` must be a string or a list of strings")?,
+        other => serde_json::from_value(other.clone())
+            .context("`stop` must be a string or a list of strings")?,
     };
     let params = GenerationParams {
         max_tokens: v["max_completion_tokens"]

@@ -57,12 +57,16 @@ mod tests {
         )
         .unwrap();
         let text = t.render(&[Message::user("  Hi there ")]).unwrap();
-        assert_eq!(text, "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n");
+        assert_eq!(
+            text,
+            "<|im_start|>user\nHi there<|im_end|>\n<|im_start|>assistant\n"
+        );
     }
 
     #[test]
     fn raise_exception_becomes_an_error() {
-        let t = ChatTemplate::new("{{ raise_exception('roles must alternate') }}", None, None).unwrap();
+        let t =
+            ChatTemplate::new("{{ raise_exception('roles must alternate') }}", None, None).unwrap();
         let err = format!("{:#}", t.render(&[]).unwrap_err());
         assert!(err.contains("roles must alternate"), "{err}");
     }

@@ -80,7 +80,11 @@ mod tests {
         let words = TEXT.split_whitespace().count();
         for (a, b) in &pairs {
             for span in [a, b] {
-                assert!(TEXT.split_whitespace().collect::<Vec<_>>().join(" ").contains(span.as_str()));
+                assert!(TEXT
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .contains(span.as_str()));
                 let n = span.split_whitespace().count();
                 assert!(n >= 3 && n <= words / 2 + 1, "{n} of {words}");
             }

@@ -29,11 +29,28 @@ pub fn round_trip_filter(
         bail!("round-trip top_k must be at least 1");
     }
     if pairs.is_empty() {
-        return Ok((Vec::new(), RoundTripStats { kept: 0, dropped: 0, top_k: top_k_cut }));
+        return Ok((
+            Vec::new(),
+            RoundTripStats {
+                kept: 0,
+                dropped: 0,
+                top_k: top_k_cut,
+            },
+        ));
     }
-    let row: HashMap<&str, usize> = chunks.iter().enumerate().map(|(i, c)| (c.chunk_id.as_str(), i)).collect();
-    let docs = encoder.encode(&chunks.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(), encode)?;
-    let queries = encoder.encode(&pairs.iter().map(|p| p.query.as_str()).collect::<Vec<_>>(), encode)?;
+    let row: HashMap<&str, usize> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.chunk_id.as_str(), i))
+        .collect();
+    let docs = encoder.encode(
+        &chunks.iter().map(|c| c.text.as_str()).collect::<Vec<_>>(),
+        encode,
+    )?;
+    let queries = encoder.encode(
+        &pairs.iter().map(|p| p.query.as_str()).collect::<Vec<_>>(),
+        encode,
+    )?;
     let hits = top_k(&queries, &docs, top_k_cut, SearchOptions::default())?;
     let mut kept = Vec::new();
     for (pair, hits) in pairs.iter().zip(hits) {

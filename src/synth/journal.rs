@@ -65,7 +65,11 @@ impl Journal {
             .open(path)
             .with_context(|| format!("cannot write {}", path.display()))?;
         if !exists {
-            writeln!(file, "{}", json!({"journal": "ragtune synth", "settings": settings}))?;
+            writeln!(
+                file,
+                "{}",
+                json!({"journal": "ragtune synth", "settings": settings})
+            )?;
         }
         Ok(Self {
             path: path.to_path_buf(),

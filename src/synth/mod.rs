@@ -143,7 +143,10 @@ impl SynthOutcome {
     /// `query`, `positive`, `chunk_id`, `generator`.
     pub fn frame(&self) -> Result<DataFrame> {
         let col = |name: &str, f: fn(&SyntheticPair) -> &String| {
-            Column::new(name.into(), self.pairs.iter().map(|p| f(p).as_str()).collect::<Vec<_>>())
+            Column::new(
+                name.into(),
+                self.pairs.iter().map(|p| f(p).as_str()).collect::<Vec<_>>(),
+            )
         };
         Ok(DataFrame::new(
             self.pairs.len(),
@@ -168,8 +171,10 @@ impl SynthOutcome {
         if self.pairs.is_empty() {
             bail!("no synthetic pairs to write");
         }
-        let texts: std::collections::HashMap<&str, &str> =
-            chunks.iter().map(|c| (c.chunk_id.as_str(), c.text.as_str())).collect();
+        let texts: std::collections::HashMap<&str, &str> = chunks
+            .iter()
+            .map(|c| (c.chunk_id.as_str(), c.text.as_str()))
+            .collect();
         let mut docs: Vec<Document> = Vec::new();
         let mut doc_seen = std::collections::HashSet::new();
         let (mut queries, mut judgements) = (Vec::new(), Vec::new());
@@ -267,16 +272,25 @@ pub fn synthesize(
     };
     let mut per_chunk: Vec<Option<Vec<(String, String)>>> = chunks
         .iter()
-        .map(|c| journal.as_ref().and_then(|j| j.done().get(&c.chunk_id).cloned()))
+        .map(|c| {
+            journal
+                .as_ref()
+                .and_then(|j| j.done().get(&c.chunk_id).cloned())
+        })
         .collect();
     outcome.resumed = per_chunk.iter().filter(|p| p.is_some()).count();
-    let todo: Vec<usize> = (0..chunks.len()).filter(|&i| per_chunk[i].is_none()).collect();
+    let todo: Vec<usize> = (0..chunks.len())
+        .filter(|&i| per_chunk[i].is_none())
+        .collect();
     let progress = crate::progress::Progress::new(todo.len() as u64, "queries", options.progress);
     for batch in todo.chunks(options.batch_size) {
         crate::interrupt::check()?;
         let made: Vec<Result<Vec<(String, String)>>> = match generator {
             Generator::Llm(model) => {
-                let requests: Vec<ChatRequest> = batch.iter().map(|&i| request(&chunks[i], options)).collect();
+                let requests: Vec<ChatRequest> = batch
+                    .iter()
+                    .map(|&i| request(&chunks[i], options))
+                    .collect();
                 let answers = model.chat_batch(&requests);
                 batch
                     .iter()
@@ -313,13 +327,18 @@ pub fn synthesize(
                     }
                     per_chunk[i] = Some(pairs);
                 }
-                Err(e) => outcome.failed.push((chunks[i].chunk_id.clone(), format!("{e:#}"))),
+                Err(e) => outcome
+                    .failed
+                    .push((chunks[i].chunk_id.clone(), format!("{e:#}"))),
             }
         }
         progress.inc(batch.len() as u64);
         if outcome.completion_tokens > 0 {
             let secs = started.elapsed().as_secs_f64();
-            progress.set_message(format!("{:.0} tok/s", outcome.completion_tokens as f64 / secs));
+            progress.set_message(format!(
+                "{:.0} tok/s",
+                outcome.completion_tokens as f64 / secs
+            ));
         }
     }
     progress.finish();
@@ -328,12 +347,14 @@ pub fn synthesize(
         if pairs.is_empty() {
             outcome.empty += 1;
         }
-        outcome.pairs.extend(pairs.into_iter().map(|(query, positive)| SyntheticPair {
-            query,
-            positive,
-            chunk_id: chunk.chunk_id.clone(),
-            generator: name.clone(),
-        }));
+        outcome
+            .pairs
+            .extend(pairs.into_iter().map(|(query, positive)| SyntheticPair {
+                query,
+                positive,
+                chunk_id: chunk.chunk_id.clone(),
+                generator: name.clone(),
+            }));
     }
     outcome.seconds = started.elapsed().as_secs_f64();
     Ok(outcome)

@@ -30,7 +30,9 @@ fn clean_line(line: &str) -> Option<String> {
     loop {
         let before = s;
         s = s.trim_start_matches(['-', '*', '•', '·']).trim_start();
-        let digits = s.trim_start_matches('(').trim_start_matches(|c: char| c.is_ascii_digit());
+        let digits = s
+            .trim_start_matches('(')
+            .trim_start_matches(|c: char| c.is_ascii_digit());
         if digits.len() < s.trim_start_matches('(').len() {
             if let Some(rest) = digits.strip_prefix(['.', ')', ':']) {
                 s = rest.trim_start();
@@ -38,7 +40,8 @@ fn clean_line(line: &str) -> Option<String> {
         }
         for label in ["query", "question", "q"] {
             if s.len() > label.len() && s[..label.len()].eq_ignore_ascii_case(label) {
-                let rest = s[label.len()..].trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ');
+                let rest =
+                    s[label.len()..].trim_start_matches(|c: char| c.is_ascii_digit() || c == ' ');
                 if let Some(rest) = rest.strip_prefix([':', '.', ')']) {
                     s = rest.trim_start();
                 }
@@ -48,28 +51,50 @@ fn clean_line(line: &str) -> Option<String> {
             break;
         }
     }
-    let s = s.trim_matches(|c: char| matches!(c, '"' | '\'' | '*' | '`' | '“' | '”' | '_') || c.is_whitespace());
+    let s = s.trim_matches(|c: char| {
+        matches!(c, '"' | '\'' | '*' | '`' | '“' | '”' | '_') || c.is_whitespace()
+    });
     if s.is_empty() || s.ends_with(':') {
         return None;
     }
     // A short label before a colon ("Answer:", "AQUA:") is not part of the query.
     let s = match s.split_once(": ") {
-        Some((label, rest)) if label.split_whitespace().count() == 1 && label.len() <= 12 => rest.trim(),
+        Some((label, rest)) if label.split_whitespace().count() == 1 && label.len() <= 12 => {
+            rest.trim()
+        }
         _ => s,
     };
     let lower = s.to_lowercase();
     // Talk about the task rather than a query.
-    if ["here are", "here is", "sure", "certainly", "queries:", "questions:"]
+    if [
+        "here are",
+        "here is",
+        "sure",
+        "certainly",
+        "queries:",
+        "questions:",
+    ]
+    .iter()
+    .any(|p| lower.starts_with(p))
+        || [
+            "the passage",
+            "the text above",
+            "search quer",
+            "this text",
+            "answers:",
+            "answer:",
+        ]
         .iter()
-        .any(|p| lower.starts_with(p))
-        || ["the passage", "the text above", "search quer", "this text", "answers:", "answer:"]
-            .iter()
-            .any(|p| lower.contains(p))
+        .any(|p| lower.contains(p))
     {
         return None;
     }
     // At least two words of letters.
-    if s.split_whitespace().filter(|w| w.chars().any(char::is_alphabetic)).count() < 2 {
+    if s.split_whitespace()
+        .filter(|w| w.chars().any(char::is_alphabetic))
+        .count()
+        < 2
+    {
         return None;
     }
     Some(s.to_string())
@@ -143,6 +168,9 @@ mod tests {
             "queen mates early in life during one or a few mating flights?",
             PASSAGE
         ));
-        assert!(!copies_passage("why does the queen store sperm after her mating flights", PASSAGE));
+        assert!(!copies_passage(
+            "why does the queen store sperm after her mating flights",
+            PASSAGE
+        ));
     }
 }

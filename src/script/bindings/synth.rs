@@ -17,12 +17,21 @@ pub(super) const RUN_KEYS: &[&str] = &["journal"];
 fn load_llm(spec: &str, mut opts: Map) -> Fallible<Llm> {
     let cache_dir = opts
         .remove("cache_dir")
-        .map(|v| v.into_string().map_err(|t| format!("cache_dir must be a string, found {t}")))
+        .map(|v| {
+            v.into_string()
+                .map_err(|t| format!("cache_dir must be a string, found {t}"))
+        })
         .transpose()?;
     let (local, openai) = if spec.starts_with("openai:") {
-        (llm::LocalOptions::default(), options(opts, "openai options")?)
+        (
+            llm::LocalOptions::default(),
+            options(opts, "openai options")?,
+        )
     } else {
-        (options(opts, "local model options")?, llm::OpenAiOptions::default())
+        (
+            options(opts, "local model options")?,
+            llm::OpenAiOptions::default(),
+        )
     };
     llm::open_chat_model(spec, &local, &openai, cache_dir.as_deref().map(Path::new))
         .map(Llm)
@@ -43,8 +52,9 @@ fn messages(list: Array) -> Fallible<Vec<Message>> {
     list.into_iter()
         .enumerate()
         .map(|(i, m)| {
-            rhai::serde::from_dynamic::<Message>(&m)
-                .map_err(|e| format!("messages[{i}] must be #{{role: \"…\", content: \"…\"}}: {e}").into())
+            rhai::serde::from_dynamic::<Message>(&m).map_err(|e| {
+                format!("messages[{i}] must be #{{role: \"…\", content: \"…\"}}: {e}").into()
+            })
         })
         .collect()
 }
@@ -52,12 +62,20 @@ fn messages(list: Array) -> Fallible<Vec<Message>> {
 fn synth_queries(chunks: &Frame, generator: Generator, mut opts: Map) -> Fallible<Synthetic> {
     let journal = opts
         .remove("journal")
-        .map(|v| v.into_string().map_err(|t| format!("journal must be a string, found {t}")))
+        .map(|v| {
+            v.into_string()
+                .map_err(|t| format!("journal must be a string, found {t}"))
+        })
         .transpose()?;
     let settings: SynthOptions = options(opts, "synth_queries options")?;
     let chunk_texts = synth::chunks_from_frame(&chunks.0).map_err(fail)?;
-    let outcome = synth::synthesize(&chunk_texts, &generator, &settings, journal.as_deref().map(Path::new))
-        .map_err(fail)?;
+    let outcome = synth::synthesize(
+        &chunk_texts,
+        &generator,
+        &settings,
+        journal.as_deref().map(Path::new),
+    )
+    .map_err(fail)?;
     Ok(Synthetic {
         outcome: Arc::new(outcome),
         chunks: Arc::new(chunk_texts),
@@ -68,7 +86,10 @@ fn generator(name: &str) -> Fallible<Generator> {
     match name {
         "ict" => Ok(Generator::InverseCloze),
         "crop" => Ok(Generator::Crop),
-        other => Err(format!("generator `{other}`: use \"ict\", \"crop\" or a model from load_llm(…)").into()),
+        other => Err(format!(
+            "generator `{other}`: use \"ict\", \"crop\" or a model from load_llm(…)"
+        )
+        .into()),
     }
 }
 
@@ -155,7 +176,9 @@ pub(super) fn register(r: &mut Registry) {
         "generate",
         "llm.generate(prompt: String, options: #{…}) -> String",
         "As above; options: max_tokens, temperature, top_p, seed, stop.",
-        |m: &mut Llm, prompt: &str, opts: Map| -> Fallible<String> { chat(m, vec![Message::user(prompt)], opts) },
+        |m: &mut Llm, prompt: &str, opts: Map| -> Fallible<String> {
+            chat(m, vec![Message::user(prompt)], opts)
+        },
     );
     bind!(
         r,
@@ -181,12 +204,14 @@ pub(super) fn register(r: &mut Registry) {
         "LLM-free pairs: \"ict\" (a sentence as query, the rest of the chunk as positive) or \"crop\" (two random spans).",
         |chunks: Frame, name: &str, opts: Map| -> Fallible<Synthetic> { synth_queries(&chunks, generator(name)?, opts) },
     );
-    r.engine.register_get("frame", |s: &mut Synthetic| -> Fallible<Frame> {
-        s.outcome.frame().map(Frame).map_err(fail)
-    });
-    r.engine.register_get("pairs", |s: &mut Synthetic| -> Fallible<Frame> {
-        s.outcome.training_pairs().map(Frame).map_err(fail)
-    });
+    r.engine
+        .register_get("frame", |s: &mut Synthetic| -> Fallible<Frame> {
+            s.outcome.frame().map(Frame).map_err(fail)
+        });
+    r.engine
+        .register_get("pairs", |s: &mut Synthetic| -> Fallible<Frame> {
+            s.outcome.training_pairs().map(Frame).map_err(fail)
+        });
     r.docs.push(super::BindingDoc {
         name: "pairs",
         signature: "synthetic.frame / synthetic.pairs -> Frame",
