@@ -362,3 +362,23 @@ fn gguf_tokenizer_matches_llama_cpp_and_smollm2_answers() {
     assert!(answer.text.contains("Paris"), "{answer:?}");
     assert_eq!(answer.finish_reason, FinishReason::Stop);
 }
+
+#[test]
+fn the_api_key_never_reaches_errors() {
+    let server = serve(Arc::new(tiny()), Faults { fail_rate: 1.0, ..Default::default() }, None);
+    std::env::set_var("RAGTUNE_TEST_SECRET_KEY", "sk-test-very-secret-123");
+    let http = OpenAiClient::new(
+        "tiny",
+        &OpenAiOptions {
+            base_url: server.base_url(),
+            api_key_env: "RAGTUNE_TEST_SECRET_KEY".into(),
+            max_retries: 1,
+            backoff_seconds: 0.01,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let err = format!("{:#} {:?}", http.chat(&requests(1)[0]).unwrap_err(), http.chat(&requests(1)[0]).unwrap_err());
+    assert!(err.contains("HTTP 429") || err.contains("HTTP 500"), "{err}");
+    assert!(!err.contains("sk-test-very-secret-123"), "{err}");
+}

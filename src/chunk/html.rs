@@ -9,8 +9,14 @@ pub fn to_text(html: &str) -> (String, String) {
         .unwrap_or_default();
     let mut out = String::with_capacity(html.len() / 2);
     let mut rest = html;
+    // Text between tags: whitespace, line breaks included, is one space (as browsers render it).
+    let push_text = |out: &mut String, text: &str| {
+        for c in text.chars() {
+            out.push(if c.is_whitespace() { ' ' } else { c });
+        }
+    };
     while let Some(open) = rest.find('<') {
-        out.push_str(&rest[..open]);
+        push_text(&mut out, &rest[..open]);
         rest = &rest[open..];
         if rest.starts_with("<!--") {
             rest = rest.find("-->").map_or("", |e| &rest[e + 3..]);
@@ -45,12 +51,14 @@ pub fn to_text(html: &str) -> (String, String) {
             "p" | "div" | "section" | "article" | "h1" | "h2" | "h3" | "h4" | "h5" | "h6"
             | "ul" | "ol" | "table" | "blockquote" | "pre" | "header" | "footer" | "main"
             | "nav" | "aside" => out.push_str("\n\n"),
-            "br" | "li" | "tr" | "dt" | "dd" => out.push('\n'),
+            "br" => out.push('\n'),
+            // List items and rows start a line; their closing tags add nothing.
+            "li" | "tr" | "dt" | "dd" if !tag.starts_with('/') => out.push('\n'),
             "td" | "th" => out.push(' '),
             _ => {}
         }
     }
-    out.push_str(rest);
+    push_text(&mut out, rest);
     (title.trim().to_string(), tidy(&decode_entities(&out)))
 }
 
