@@ -246,18 +246,24 @@ fn retries_ride_out_a_server_failing_30_percent() {
         http.attempts()
     );
 
-    // Without retries the injected 429/500 come back as errors naming the status.
+    // Without retries the injected 429/500 come back as errors naming the status. (Under heavy
+    // machine load a request has been seen to wait out the client timeout instead; that is an
+    // error of its own kind, still named.)
     let strict = client(&server, 30.0, 0);
     let errors: Vec<String> = strict
         .chat_batch(&requests(30))
         .into_iter()
         .filter_map(|a| a.err().map(|e| format!("{e:#}")))
         .collect();
-    assert!(!errors.is_empty());
+    let injected = errors
+        .iter()
+        .filter(|e| e.contains("HTTP 429") || e.contains("HTTP 500"))
+        .count();
+    assert!(injected > 0, "{errors:?}");
     assert!(
         errors
             .iter()
-            .all(|e| e.contains("HTTP 429") || e.contains("HTTP 500")),
+            .all(|e| e.contains("HTTP 429") || e.contains("HTTP 500") || e.contains("timeout")),
         "{errors:?}"
     );
 }
@@ -365,7 +371,14 @@ fn gguf_tokenizer_matches_llama_cpp_and_smollm2_answers() {
 
 #[test]
 fn the_api_key_never_reaches_errors() {
-    let server = serve(Arc::new(tiny()), Faults { fail_rate: 1.0, ..Default::default() }, None);
+    let server = serve(
+        Arc::new(tiny()),
+        Faults {
+            fail_rate: 1.0,
+            ..Default::default()
+        },
+        None,
+    );
     std::env::set_var("RAGTUNE_TEST_SECRET_KEY", "sk-test-very-secret-123");
     let http = OpenAiClient::new(
         "tiny",
@@ -378,7 +391,14 @@ fn the_api_key_never_reaches_errors() {
         },
     )
     .unwrap();
-    let err = format!("{:#} {:?}", http.chat(&requests(1)[0]).unwrap_err(), http.chat(&requests(1)[0]).unwrap_err());
-    assert!(err.contains("HTTP 429") || err.contains("HTTP 500"), "{err}");
+    let err = format!(
+        "{:#} {:?}",
+        http.chat(&requests(1)[0]).unwrap_err(),
+        http.chat(&requests(1)[0]).unwrap_err()
+    );
+    assert!(
+        err.contains("HTTP 429") || err.contains("HTTP 500"),
+        "{err}"
+    );
     assert!(!err.contains("sk-test-very-secret-123"), "{err}");
 }
