@@ -211,11 +211,16 @@ impl SynthOutcome {
         );
         if self.completion_tokens > 0 {
             s += &format!(
-                "; {} prompt + {} generated tokens ({:.1} generated tokens/s)",
-                self.prompt_tokens,
-                self.completion_tokens,
-                self.completion_tokens as f64 / self.seconds.max(1e-9)
+                "; {} prompt + {} generated tokens",
+                self.prompt_tokens, self.completion_tokens
             );
+            // Answers replayed from a response cache take no time; a rate would mislead.
+            if self.seconds >= 1.0 {
+                s += &format!(
+                    " ({:.1} generated tokens/s)",
+                    self.completion_tokens as f64 / self.seconds
+                );
+            }
         }
         s
     }

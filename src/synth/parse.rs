@@ -78,7 +78,9 @@ fn clean_line(line: &str) -> Option<String> {
     .any(|p| lower.starts_with(p))
         || [
             "the passage",
-            "the text above",
+            "the text",
+            "the article",
+            "this article",
             "search quer",
             "this text",
             "answers:",
