@@ -15,6 +15,14 @@ fn ragtune() -> Command {
     c
 }
 
+/// Runs a command that must succeed; returns its stderr.
+fn succeed(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path)
         .unwrap_or_default()
@@ -35,20 +43,15 @@ fn synth_over_a_failing_server_survives_a_kill_without_repeating_requests() {
     let d = dir.path();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let chunks = d.join("chunks.jsonl");
-    let out = ragtune()
-        .args(["chunk", "--input"])
-        .arg(root.join("recipes/data/apiary/corpus.jsonl"))
-        .arg("--output")
-        .arg(&chunks)
-        .args(["--chunk-size", "96", "--chunk-overlap", "0"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stderr = succeed(
+        ragtune()
+            .args(["chunk", "--input"])
+            .arg(root.join("recipes/data/apiary/corpus.jsonl"))
+            .arg("--output")
+            .arg(&chunks)
+            .args(["--chunk-size", "96", "--chunk-overlap", "0"]),
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("200 documents →"));
+    assert!(stderr.contains("200 documents →"), "{stderr}");
 
     let log = d.join("requests.jsonl");
     let mut server = ragtune()
@@ -189,26 +192,19 @@ fn synth_over_a_failing_server_survives_a_kill_without_repeating_requests() {
 
 #[test]
 fn generate_answers_from_the_command_line() {
-    let out = ragtune()
-        .args(["generate", "--llm"])
-        .arg(format!("local:{}", common::tiny_llama_dir().display()))
-        .args([
-            "--raw",
-            "--prompt",
-            "The queen lays eggs",
-            "--max-tokens",
-            "4",
-            "--stats",
-            "--f32-decode",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let stderr = succeed(
+        ragtune()
+            .args(["generate", "--llm"])
+            .arg(format!("local:{}", common::tiny_llama_dir().display()))
+            .args([
+                "--raw",
+                "--prompt",
+                "The queen lays eggs",
+                "--max-tokens",
+                "4",
+            ])
+            .args(["--stats", "--f32-decode"]),
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("generation: 4 tokens"), "{stderr}");
     let bad = ragtune()
         .args(["generate", "--llm", "mystery:x", "--prompt", "hi"])

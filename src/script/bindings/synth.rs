@@ -14,14 +14,18 @@ use crate::synth::{self, Generator, SynthOptions};
 /// Keys of a `synth_queries` options map that are not [`SynthOptions`] fields.
 pub(super) const RUN_KEYS: &[&str] = &["journal"];
 
-fn load_llm(spec: &str, mut opts: Map) -> Fallible<Llm> {
-    let cache_dir = opts
-        .remove("cache_dir")
+/// Removes a string-valued key that is not a field of the options struct.
+fn take_string(opts: &mut Map, key: &str) -> Fallible<Option<String>> {
+    opts.remove(key)
         .map(|v| {
             v.into_string()
-                .map_err(|t| format!("cache_dir must be a string, found {t}"))
+                .map_err(|t| format!("{key} must be a string, found {t}").into())
         })
-        .transpose()?;
+        .transpose()
+}
+
+fn load_llm(spec: &str, mut opts: Map) -> Fallible<Llm> {
+    let cache_dir = take_string(&mut opts, "cache_dir")?;
     let (local, openai) = if spec.starts_with("openai:") {
         (
             llm::LocalOptions::default(),
@@ -60,13 +64,7 @@ fn messages(list: Array) -> Fallible<Vec<Message>> {
 }
 
 fn synth_queries(chunks: &Frame, generator: Generator, mut opts: Map) -> Fallible<Synthetic> {
-    let journal = opts
-        .remove("journal")
-        .map(|v| {
-            v.into_string()
-                .map_err(|t| format!("journal must be a string, found {t}"))
-        })
-        .transpose()?;
+    let journal = take_string(&mut opts, "journal")?;
     let settings: SynthOptions = options(opts, "synth_queries options")?;
     let chunk_texts = synth::chunks_from_frame(&chunks.0).map_err(fail)?;
     let outcome = synth::synthesize(
