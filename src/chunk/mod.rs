@@ -22,16 +22,6 @@ pub use splitter::{ChunkOptions, SentenceSplitter};
 use crate::fingerprint::Fingerprint;
 use crate::rng::Rng;
 
-/// Column names of a chunk frame.
-pub const CHUNK_COLUMNS: [&str; 6] = [
-    "chunk_id",
-    "doc_id",
-    "chunk_index",
-    "text",
-    "tokens",
-    "source",
-];
-
 /// Every document's chunks, in document order: `chunk_id` (`<doc_id>#<index>-<digest of text>`,
 /// the same for the same input and settings on every run), `doc_id`, `chunk_index`, `text`,
 /// `tokens`, `source`, `title`.

@@ -79,7 +79,7 @@ struct Shared {
     log: Option<Mutex<File>>,
 }
 
-/// A running server; dropped or [`Server::stop`]ped, it stops accepting and its threads end.
+/// A running server; dropped, it stops accepting and its handler threads end.
 pub struct Server {
     http: Arc<tiny_http::Server>,
     addr: SocketAddr,
@@ -163,10 +163,6 @@ impl Server {
         for t in std::mem::take(&mut self.threads) {
             let _ = t.join();
         }
-    }
-
-    pub fn stop(self) {
-        drop(self)
     }
 }
 
