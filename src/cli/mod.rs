@@ -144,7 +144,7 @@ struct LlmArgs {
     #[arg(long, default_value_t = 120.0)]
     timeout: f64,
     /// Prompts decoded together (local: models).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = ragtune::llm::DEFAULT_MAX_BATCH)]
     max_batch: usize,
     /// Keep answers here; a rerun repeats no request already answered.
     #[arg(long)]

@@ -17,7 +17,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8080)]
     port: u16,
     /// Requests decoded together.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = ragtune::llm::DEFAULT_MAX_BATCH)]
     max_batch: usize,
     /// Decode with f32 weights instead of 8-bit copies (slower, bit-exact).
     #[arg(long)]

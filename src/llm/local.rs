@@ -19,6 +19,11 @@ use super::{
 use crate::models::hub::ModelSource;
 use crate::rng::Rng;
 
+/// Prompts decoded together by default. Measured on 2 cores with SmolLM2-135M: 16 rows decode
+/// about 1.6x the tokens/s of 8, because GEMM's per-call packing is shared by more rows; 32 adds
+/// little more and holds rows that finished early longer.
+pub const DEFAULT_MAX_BATCH: usize = 16;
+
 /// How a local model runs.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -33,7 +38,7 @@ pub struct LocalOptions {
 impl Default for LocalOptions {
     fn default() -> Self {
         Self {
-            max_batch: 8,
+            max_batch: DEFAULT_MAX_BATCH,
             q8_decode: true,
         }
     }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 pub use cache::CachedChat;
 pub use llama::LlamaConfig;
-pub use local::{GenerationStats, LocalLlm, LocalOptions};
+pub use local::{GenerationStats, LocalLlm, LocalOptions, DEFAULT_MAX_BATCH};
 pub use openai::{OpenAiClient, OpenAiOptions};
 pub use template::ChatTemplate;
 

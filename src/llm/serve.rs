@@ -46,7 +46,7 @@ impl Default for ServeOptions {
         Self {
             host: "127.0.0.1".into(),
             port: 8080,
-            max_batch: 8,
+            max_batch: super::DEFAULT_MAX_BATCH,
             batch_wait_ms: 10,
             workers: 16,
             faults: Faults::default(),
