@@ -116,17 +116,22 @@ impl Linear {
 
     fn forward(&self, x: &Tensor, mode: Mode) -> Result<Tensor> {
         let (w, b) = weights_for(mode, &self.weight, &self.bias);
-        let dims = x.dims().to_vec();
-        let in_dim = *dims.last().expect("linear input has a last dim");
-        let rows = x.elem_count() / in_dim;
-        let y = x
-            .reshape((rows, in_dim))?
-            .matmul(&w.t()?)?
-            .broadcast_add(&b)?;
-        let mut out_dims = dims;
-        *out_dims.last_mut().unwrap() = w.dim(0)?;
-        y.reshape(out_dims)
+        linear(x, &w, &b)
     }
+}
+
+/// `x Wᵀ + b` over the last dimension of `x`.
+fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let in_dim = *dims.last().expect("linear input has a last dim");
+    let rows = x.elem_count() / in_dim;
+    let y = x
+        .reshape((rows, in_dim))?
+        .matmul(&w.t()?)?
+        .broadcast_add(b)?;
+    let mut out_dims = dims;
+    *out_dims.last_mut().unwrap() = w.dim(0)?;
+    y.reshape(out_dims)
 }
 
 #[derive(Debug, Clone)]
@@ -247,8 +252,28 @@ impl Layer {
         })
     }
 
-    /// `mask_bias` is `[batch, 1, 1, len]`: 0 for real tokens, a large negative for padding.
-    fn forward(&self, x: &Tensor, mask_bias: &Tensor, mode: Mode) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, padding: &Padding, mode: Mode) -> Result<Tensor> {
+        let context = match (&padding.lens, mode) {
+            (Some(lens), Mode::Train) => self.fused_attention(x, lens)?,
+            _ => self.attention(x, &padding.mask_bias, mode)?,
+        };
+        let attended = self.attn_out.forward(&context, mode)?;
+        let x = self.attn_norm.forward(&(attended + x)?, mode)?;
+        let inner = self.intermediate.forward(&x, mode)?;
+        let inner = match self.activation {
+            Activation::Gelu => super::train_ops::gelu(&inner)?,
+            Activation::GeluNew => inner.gelu()?,
+            Activation::Relu => inner.relu()?,
+        };
+        let out = self.output.forward(&inner, mode)?;
+        self.out_norm.forward(&(out + x)?, mode)
+    }
+}
+
+impl Layer {
+    /// Self-attention composed from tensor ops; `mask_bias` is `[batch, 1, 1, len]`: 0 for real
+    /// tokens, a large negative for padding.
+    fn attention(&self, x: &Tensor, mask_bias: &Tensor, mode: Mode) -> Result<Tensor> {
         let (batch, len, hidden) = x.dims3()?;
         let head_dim = hidden / self.heads;
         let split_heads = |t: Tensor| -> Result<Tensor> {
@@ -266,24 +291,23 @@ impl Layer {
             )?,
             Mode::Train => super::train_ops::masked_softmax(&q.matmul(&k.t()?)?, mask_bias, scale)?,
         };
-        let context = probs
+        probs
             .matmul(&v)?
             .transpose(1, 2)?
-            .reshape((batch, len, hidden))?;
-        let attended = self.attn_out.forward(&context, mode)?;
-        let x = self.attn_norm.forward(&(attended + x)?, mode)?;
-        let inner = self.intermediate.forward(&x, mode)?;
-        let inner = match self.activation {
-            Activation::Gelu => super::train_ops::gelu(&inner)?,
-            Activation::GeluNew => inner.gelu()?,
-            Activation::Relu => inner.relu()?,
-        };
-        let out = self.output.forward(&inner, mode)?;
-        self.out_norm.forward(&(out + x)?, mode)
+            .reshape((batch, len, hidden))
     }
-}
 
-impl Layer {
+    /// Differentiable self-attention through one q/k/v projection and the fused kernel of
+    /// [`super::train_attention`] (right-padded rows of `lens` real tokens).
+    fn fused_attention(&self, x: &Tensor, lens: &[usize]) -> Result<Tensor> {
+        let w = Tensor::cat(
+            &[&self.query.weight, &self.key.weight, &self.value.weight],
+            0,
+        )?;
+        let b = Tensor::cat(&[&self.query.bias, &self.key.bias, &self.value.bias], 0)?;
+        super::train_attention::self_attention(&linear(x, &w, &b)?, lens, self.heads)
+    }
+
     /// Inference over packed sequences (`x`: `[total_tokens, hidden]`), see [`BertModel::forward_packed`].
     fn forward_packed(&self, x: &Tensor, seq_lens: &[usize]) -> Result<Tensor> {
         use super::fused;
@@ -359,10 +383,19 @@ impl BertModel {
             );
         }
         let dtype = self.embeddings.word.dtype();
-        let mask_bias = attention_bias(attention_mask, dtype)?;
+        let lens =
+            if mode == Mode::Train && super::train_attention::supported(&self.embeddings.word) {
+                super::train_attention::right_padded_lengths(attention_mask)?
+            } else {
+                None
+            };
+        let padding = Padding {
+            mask_bias: attention_bias(attention_mask, dtype)?,
+            lens,
+        };
         let mut x = self.embeddings.forward(input_ids, mode)?;
         for layer in &self.layers {
-            x = layer.forward(&x, &mask_bias, mode)?;
+            x = layer.forward(&x, &padding, mode)?;
         }
         Ok(x)
     }
@@ -409,6 +442,14 @@ impl BertModel {
     pub fn device(&self) -> &Device {
         self.embeddings.word.device()
     }
+}
+
+/// Where a batch's padding is, in the two forms the attention paths need.
+struct Padding {
+    /// Additive `[batch, 1, 1, len]` bias for the composed attention.
+    mask_bias: Tensor,
+    /// Real tokens per row, when every row is right-padded and the fused training kernel runs.
+    lens: Option<Vec<usize>>,
 }
 
 /// `[batch, len]` 0/1 mask → additive `[batch, 1, 1, len]` bias: padded keys get a large negative

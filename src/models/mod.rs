@@ -8,6 +8,7 @@ pub mod fused;
 pub mod hub;
 pub mod pooling;
 pub mod save;
+pub mod train_attention;
 pub mod train_ops;
 pub mod weights;
 

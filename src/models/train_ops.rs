@@ -15,11 +15,26 @@ use rayon::prelude::*;
 
 use super::fused;
 
-/// The float types the kernels run on, with the two functions that have fast f32 forms.
-trait Real: Float + WithDType + Send + Sync {
+/// The float types the kernels run on, with the functions that have fast f32 forms.
+pub(super) trait Real: Float + WithDType + Send + Sync + 'static {
     /// e^x for x ≤ 0.
     fn exp_nonpositive(self) -> Self;
     fn error_fn(self) -> Self;
+    /// Softmax of each `width`-long row of `rows`, in place.
+    fn softmax_rows(rows: &mut [Self], width: usize) {
+        for row in rows.chunks_exact_mut(width) {
+            let max = row
+                .iter()
+                .fold(Self::neg_infinity(), |m, &v| Float::max(m, v));
+            let mut sum = Self::zero();
+            for v in row.iter_mut() {
+                *v = (*v - max).exp_nonpositive();
+                sum = sum + *v;
+            }
+            let inv = Self::one() / sum;
+            row.iter_mut().for_each(|v| *v = *v * inv);
+        }
+    }
 }
 
 impl Real for f32 {
@@ -28,6 +43,9 @@ impl Real for f32 {
     }
     fn error_fn(self) -> Self {
         fused::erf(self)
+    }
+    fn softmax_rows(rows: &mut [Self], width: usize) {
+        fused::softmax_in_place(rows, width)
     }
 }
 
@@ -40,11 +58,15 @@ impl Real for f64 {
     }
 }
 
-fn cast<T: Real>(x: f64) -> T {
+pub(super) fn cast<T: Real>(x: f64) -> T {
     num_traits::cast(x).expect("an f64 constant fits every float type")
 }
 
-fn contiguous<'a, T: WithDType>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [T]> {
+pub(super) fn contiguous<'a, T: WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    op: &str,
+) -> Result<&'a [T]> {
     let Some((start, end)) = l.contiguous_offsets() else {
         candle_core::bail!("{op}: input must be contiguous");
     };
@@ -67,8 +89,9 @@ macro_rules! by_dtype {
         }
     };
 }
+pub(super) use by_dtype;
 
-fn uses_kernels(t: &Tensor) -> bool {
+pub(super) fn uses_kernels(t: &Tensor) -> bool {
     t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
 }
 
