@@ -29,7 +29,9 @@ pub struct QueriesArgs {
     /// (.jsonl/.csv/.tsv/.parquet with query, positive, chunk_id, generator).
     #[arg(long)]
     output: PathBuf,
-    /// A file holding the prompt ({passage} and {n} are filled in).
+    // Placeholders described without braces: clap's help renders the braced `n` as a line break.
+    /// A file holding the prompt; its placeholders `passage` (the chunk) and `n` (queries wanted)
+    /// are written in braces.
     #[arg(long)]
     prompt_file: Option<PathBuf>,
     #[arg(long, default_value_t = 0.7)]

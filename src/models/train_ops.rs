@@ -29,10 +29,10 @@ pub(super) trait Real: Float + WithDType + Send + Sync + 'static {
             let mut sum = Self::zero();
             for v in row.iter_mut() {
                 *v = (*v - max).exp_nonpositive();
-                sum = sum + *v;
+                sum += *v;
             }
             let inv = Self::one() / sum;
-            row.iter_mut().for_each(|v| *v = *v * inv);
+            row.iter_mut().for_each(|v| *v *= inv);
         }
     }
 }
