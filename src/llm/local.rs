@@ -19,9 +19,9 @@ use super::{
 use crate::models::hub::ModelSource;
 use crate::rng::Rng;
 
-/// Prompts decoded together by default. Measured on 2 cores with SmolLM2-135M: 16 rows decode
-/// about 1.6x the tokens/s of 8, because GEMM's per-call packing is shared by more rows; 32 adds
-/// little more and holds rows that finished early longer.
+/// Prompts decoded together by default. Measured on 2 cores with SmolLM2-135M (16 identical
+/// 107-token prompts, 48 new tokens): 58 generated tokens/s at 8 rows, 93-98 at 16, 108 at 32;
+/// 16 keeps most of the gain while fewer rows wait on the longest answer of their group.
 pub const DEFAULT_MAX_BATCH: usize = 16;
 
 /// How a local model runs.
