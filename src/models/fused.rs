@@ -87,6 +87,12 @@ fn linear_values(
     };
     with_f32(&x, |xs| {
         with_f32(&w.contiguous()?, |ws| {
+            // BLIS is faster on these shapes single-threaded; a split product stays with gemm.
+            if matches!(parallelism, gemm::Parallelism::None)
+                && super::blas::accumulate_xwt(xs, ws, &mut out, rows, inner, out_dim)
+            {
+                return Ok(());
+            }
             // SAFETY: out is [rows, out_dim], xs [rows, inner], ws [out_dim, inner], all contiguous.
             unsafe {
                 gemm::gemm(

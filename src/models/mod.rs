@@ -2,6 +2,7 @@
 
 pub mod attention;
 pub mod bert;
+pub mod blas;
 pub mod device;
 pub mod encoder;
 pub mod fused;
