@@ -26,7 +26,7 @@ type Sgemm = unsafe extern "C" fn(
     beta: f32,
     c: *mut f32,
     ldc: i32,
-) -> ();
+);
 
 const ROW_MAJOR: i32 = 101;
 const NO_TRANS: i32 = 111;
@@ -35,31 +35,37 @@ const TRANS: i32 = 112;
 static SGEMM: OnceLock<Option<Sgemm>> = OnceLock::new();
 
 fn load() -> Option<Sgemm> {
-    let choice = std::env::var("RAGTUNE_BLAS").ok();
-    let candidates: Vec<String> = match choice.as_deref() {
-        Some("off") => return None,
-        Some(path) => vec![path.to_string()],
-        None => vec!["libblis.so.4".to_string()],
+    let (name, explicit) = match std::env::var("RAGTUNE_BLAS") {
+        Ok(choice) if choice == "off" => return None,
+        Ok(path) => (path, true),
+        Err(_) => ("libblis.so.4".to_string(), false),
     };
-    #[cfg(unix)]
-    for name in candidates {
-        let Ok(name) = std::ffi::CString::new(name) else {
-            continue;
-        };
-        // SAFETY: dlopen/dlsym with valid C strings; the library stays loaded for the process.
-        unsafe {
-            let handle = libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
-            if handle.is_null() {
-                continue;
-            }
-            let symbol = libc::dlsym(handle, c"cblas_sgemm".as_ptr());
-            if !symbol.is_null() {
-                return Some(std::mem::transmute::<*mut libc::c_void, Sgemm>(symbol));
-            }
-        }
+    let sgemm = open_sgemm(&name);
+    if sgemm.is_none() && explicit {
+        eprintln!(
+            "ragtune: RAGTUNE_BLAS={name}: cannot load it or it has no cblas_sgemm; \
+             using the built-in matrix kernels"
+        );
     }
-    #[cfg(not(unix))]
-    let _ = candidates;
+    sgemm
+}
+
+#[cfg(unix)]
+fn open_sgemm(name: &str) -> Option<Sgemm> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: dlopen/dlsym with valid C strings; the library stays loaded for the process.
+    unsafe {
+        let handle = libc::dlopen(name.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+        if handle.is_null() {
+            return None;
+        }
+        let symbol = libc::dlsym(handle, c"cblas_sgemm".as_ptr());
+        (!symbol.is_null()).then(|| std::mem::transmute::<*mut libc::c_void, Sgemm>(symbol))
+    }
+}
+
+#[cfg(not(unix))]
+fn open_sgemm(_name: &str) -> Option<Sgemm> {
     None
 }
 
