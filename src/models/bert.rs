@@ -158,6 +158,15 @@ impl LayerNorm {
             _ => super::train_ops::layer_norm(x, &w, &b, self.eps),
         }
     }
+
+    /// The parameters for the fused inference kernels (f32 CPU only).
+    fn fused(&self) -> super::fused::Norm<'_> {
+        super::fused::Norm {
+            weight: &self.weight,
+            bias: &self.bias,
+            eps: self.eps as f32,
+        }
+    }
 }
 
 /// In inference the weights are detached so the forward pass records no autograd graph (which
@@ -319,28 +328,28 @@ impl Layer {
         )?
         .detach();
         let b = Tensor::cat(&[&self.query.bias, &self.key.bias, &self.value.bias], 0)?.detach();
-        let qkv = fused::linear(x, &w, &b, None)?;
+        let qkv = fused::linear(x, &w, &b)?;
         let context = super::attention::packed_attention(&qkv, seq_lens, self.heads)?;
-        let attended = fused::linear(
+        let x = fused::linear_residual_norm(
             &context,
             &d(&self.attn_out.weight),
             &d(&self.attn_out.bias),
-            Some(x),
+            x,
+            &self.attn_norm.fused(),
         )?;
-        let x = self.attn_norm.forward(&attended, Mode::Infer)?;
         let (wi, bi) = (d(&self.intermediate.weight), d(&self.intermediate.bias));
         let inner = match self.activation {
             Activation::Gelu => fused::linear_gelu(&x, &wi, &bi)?,
             Activation::GeluNew => self.intermediate.forward(&x, Mode::Infer)?.gelu()?,
             Activation::Relu => self.intermediate.forward(&x, Mode::Infer)?.relu()?,
         };
-        let out = fused::linear(
+        fused::linear_residual_norm(
             &inner,
             &d(&self.output.weight),
             &d(&self.output.bias),
-            Some(&x),
-        )?;
-        self.out_norm.forward(&out, Mode::Infer)
+            &x,
+            &self.out_norm.fused(),
+        )
     }
 }
 
@@ -423,7 +432,7 @@ impl BertModel {
             .embedding(ids)?
             .add(&e.position.detach().embedding(&positions)?)?
             .broadcast_add(&token_type)?;
-        let mut x = e.layer_norm.forward(&x, Mode::Infer)?;
+        let mut x = super::fused::layer_norm(&x, &e.layer_norm.fused())?;
         for layer in &self.layers {
             x = layer.forward_packed(&x, seq_lens)?;
         }

@@ -74,16 +74,21 @@ pub fn available() -> bool {
     SGEMM.get_or_init(load).is_some()
 }
 
-/// `out += x · wᵀ` on the calling thread, for x `[rows, inner]`, w `[out_dim, inner]`, out
-/// `[rows, out_dim]`, all row-major. Returns false (and does nothing) without a BLAS or when a
-/// dimension does not fit the C interface's `int`.
-pub fn accumulate_xwt(
+/// `out = x · wᵀ` (or `out += x · wᵀ` with `accumulate`) on the calling thread, for x
+/// `[rows, inner]`, w `[out_dim, inner]`, out `[rows, out_dim]`, all row-major. Returns false
+/// (and does nothing) without a BLAS or when a dimension does not fit the C interface's `int`.
+/// Without `accumulate`, `out` is only written (BLAS reads no C when beta is zero).
+///
+/// # Safety
+/// `out` must be valid for writes of `rows × out_dim` f32, and initialised when accumulating.
+pub unsafe fn sgemm_xwt(
     x: &[f32],
     w: &[f32],
-    out: &mut [f32],
+    out: *mut f32,
     rows: usize,
     inner: usize,
     out_dim: usize,
+    accumulate: bool,
 ) -> bool {
     let Some(sgemm) = *SGEMM.get_or_init(load) else {
         return false;
@@ -95,8 +100,10 @@ pub fn accumulate_xwt(
     ) else {
         return false;
     };
-    assert!(x.len() >= rows * inner && w.len() >= out_dim * inner && out.len() >= rows * out_dim);
-    // SAFETY: the slices hold the row-major matrices the leading dimensions describe.
+    assert!(x.len() >= rows * inner && w.len() >= out_dim * inner);
+    let beta = if accumulate { 1.0 } else { 0.0 };
+    // SAFETY: the slices hold the row-major matrices the leading dimensions describe; the
+    // caller vouches for `out`.
     unsafe {
         sgemm(
             ROW_MAJOR,
@@ -110,8 +117,8 @@ pub fn accumulate_xwt(
             k,
             w.as_ptr(),
             k,
-            1.0,
-            out.as_mut_ptr(),
+            beta,
+            out,
             n,
         )
     };
@@ -122,10 +129,11 @@ pub fn accumulate_xwt(
 mod tests {
     use super::*;
 
-    /// The loaded BLAS accumulates x · wᵀ onto `out` exactly as the definition says (checked in
-    /// f64), on a shape whose dimensions are not multiples of any register block.
+    /// The loaded BLAS accumulates x · wᵀ onto `out`, and overwrites `out` with it, exactly as
+    /// the definition says (checked in f64), on a shape whose dimensions are not multiples of any
+    /// register block.
     #[test]
-    fn blas_accumulates_x_times_w_transposed() {
+    fn blas_computes_x_times_w_transposed() {
         if !available() {
             println!("SKIPPED: no BLAS loaded (install libblis4, or set RAGTUNE_BLAS to a library with cblas_sgemm)");
             return;
@@ -138,16 +146,34 @@ mod tests {
             .map(|i| ((i * 5) % 13) as f32 / 6.0 - 1.0)
             .collect();
         let start: Vec<f32> = (0..rows * out_dim).map(|i| (i % 3) as f32).collect();
-        let mut out = start.clone();
-        assert!(accumulate_xwt(&x, &w, &mut out, rows, inner, out_dim));
-        for r in 0..rows {
-            for c in 0..out_dim {
-                let dot: f64 = (0..inner)
-                    .map(|k| x[r * inner + k] as f64 * w[c * inner + k] as f64)
-                    .sum();
-                let want = start[r * out_dim + c] as f64 + dot;
-                let got = out[r * out_dim + c] as f64;
-                assert!((got - want).abs() < 1e-4, "[{r}, {c}]: {got} vs {want}");
+        for accumulate in [true, false] {
+            // A NaN start checks that overwriting never reads the old values.
+            let mut out = if accumulate {
+                start.clone()
+            } else {
+                vec![f32::NAN; rows * out_dim]
+            };
+            // SAFETY: `out` holds rows × out_dim initialised values.
+            assert!(unsafe {
+                sgemm_xwt(&x, &w, out.as_mut_ptr(), rows, inner, out_dim, accumulate)
+            });
+            for r in 0..rows {
+                for c in 0..out_dim {
+                    let dot: f64 = (0..inner)
+                        .map(|k| x[r * inner + k] as f64 * w[c * inner + k] as f64)
+                        .sum();
+                    let base = if accumulate {
+                        start[r * out_dim + c] as f64
+                    } else {
+                        0.0
+                    };
+                    let got = out[r * out_dim + c] as f64;
+                    assert!(
+                        (got - (base + dot)).abs() < 1e-4,
+                        "[{r}, {c}] accumulate={accumulate}: {got} vs {}",
+                        base + dot
+                    );
+                }
             }
         }
     }

@@ -2,9 +2,11 @@
 //!
 //! candle's CPU element-wise ops run on one thread, one op per pass over memory, and its matmul
 //! zero-fills every output. On an encoder's `[tokens, hidden]` activations those passes cost as
-//! much as a third of the matrix products, so here: a linear layer writes its product straight
-//! onto its bias (and residual), the feed-forward GELU runs in place on the product's buffer, and
-//! the attention softmax uses a vectorisable exp.
+//! much as a third of the matrix products, so here: the q/k/v projection writes its product
+//! straight onto its bias; the feed-forward input projection adds its bias and applies GELU in
+//! one pass over the product; the two output projections add bias and residual and layer-norm
+//! each row in one pass while it is in cache; and the attention softmax uses a vectorisable exp.
+//! Products that overwrite their output never zero-fill it first.
 
 use candle_core::{CpuStorage, Result, Storage, Tensor};
 use rayon::prelude::*;
@@ -25,29 +27,206 @@ fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     f(&data[start..end])
 }
 
-/// `x · wᵀ + bias (+ residual)` for `x`: `[rows, in]`, `w`: `[out, in]`, `bias`: `[out]`,
-/// `residual`: `[rows, out]`. The output starts as `bias + residual` and the matrix product is
-/// accumulated onto it, so there is no separate add pass and no zero fill.
-pub fn linear(x: &Tensor, w: &Tensor, bias: &Tensor, residual: Option<&Tensor>) -> Result<Tensor> {
-    let (out, rows, out_dim) = linear_values(x, w, bias, residual)?;
+/// Layer-norm parameters (`[dim]` weight and bias) for the fused kernels.
+pub struct Norm<'a> {
+    pub weight: &'a Tensor,
+    pub bias: &'a Tensor,
+    pub eps: f32,
+}
+
+/// Rows handed to one parallel task by the row-wise epilogues: enough work per task to pay for
+/// the hand-off, few enough that both cores get some.
+const ROWS_PER_TASK: usize = 64;
+
+/// `x · wᵀ + bias` for `x`: `[rows, in]`, `w`: `[out, in]`, `bias`: `[out]`. The output starts as
+/// copies of the bias and the product is accumulated onto it: no separate add pass.
+pub fn linear(x: &Tensor, w: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    let (rows, inner, out_dim) = linear_dims(x, w, bias)?;
+    let mut out = Vec::with_capacity(rows * out_dim);
+    with_f32(bias, |b| {
+        for _ in 0..rows {
+            out.extend_from_slice(b);
+        }
+        Ok(())
+    })?;
+    // SAFETY: `out` holds rows × out_dim initialised values.
+    unsafe { product(x, w, out.as_mut_ptr(), rows, inner, out_dim, true)? };
     Tensor::from_vec(out, (rows, out_dim), x.device())
 }
 
-/// `gelu_erf(x · wᵀ + bias)`: the feed-forward input projection and its activation, with the
-/// activation applied in parallel on the product's own buffer.
+/// `gelu_erf(x · wᵀ + bias)`: the feed-forward input projection and its activation; the bias
+/// is added in the same pass over the product that applies the activation.
 pub fn linear_gelu(x: &Tensor, w: &Tensor, bias: &Tensor) -> Result<Tensor> {
-    let (mut out, rows, out_dim) = linear_values(x, w, bias, None)?;
-    out.par_chunks_mut(1 << 16).for_each(gelu_dispatch);
+    let (rows, inner, out_dim) = linear_dims(x, w, bias)?;
+    let mut out = uninit_product(x, w, rows, inner, out_dim)?;
+    with_f32(bias, |b| {
+        out.par_chunks_mut(out_dim * ROWS_PER_TASK)
+            .for_each(|rows| bias_gelu_rows(rows, b));
+        Ok(())
+    })?;
     Tensor::from_vec(out, (rows, out_dim), x.device())
 }
 
-fn linear_values(
+/// `layer_norm(x · wᵀ + bias + residual)`: a sublayer's output projection, its residual
+/// connection and the layer norm after it, with bias, residual and normalisation done in one
+/// pass over each output row while it is in cache.
+pub fn linear_residual_norm(
     x: &Tensor,
     w: &Tensor,
     bias: &Tensor,
-    residual: Option<&Tensor>,
-) -> Result<(Vec<f32>, usize, usize)> {
-    let x = x.contiguous()?;
+    residual: &Tensor,
+    norm: &Norm,
+) -> Result<Tensor> {
+    let (rows, inner, out_dim) = linear_dims(x, w, bias)?;
+    if residual.dims() != [rows, out_dim] {
+        candle_core::bail!(
+            "fused linear: residual {:?} is not [{rows}, {out_dim}]",
+            residual.dims()
+        );
+    }
+    let mut out = uninit_product(x, w, rows, inner, out_dim)?;
+    with_f32(bias, |b| {
+        with_f32(&residual.contiguous()?, |r| {
+            norm_rows(&mut out, out_dim, b, r, norm)
+        })
+    })?;
+    Tensor::from_vec(out, (rows, out_dim), x.device())
+}
+
+/// Layer norm over the last dimension of a `[rows, dim]` tensor.
+pub fn layer_norm(x: &Tensor, norm: &Norm) -> Result<Tensor> {
+    let mut out = with_f32(&x.contiguous()?, |v| Ok(v.to_vec()))?;
+    let (rows, dim) = x.dims2()?;
+    norm_rows(&mut out, dim, &[], &[], norm)?;
+    Tensor::from_vec(out, (rows, dim), x.device())
+}
+
+/// Layer-normalises each `dim`-long row of `values` in place after adding `bias` (`[dim]`) and
+/// the matching row of `residual` (`[rows, dim]`); either may be empty to add nothing.
+fn norm_rows(
+    values: &mut [f32],
+    dim: usize,
+    bias: &[f32],
+    residual: &[f32],
+    norm: &Norm,
+) -> Result<()> {
+    if norm.weight.dims1()? != dim || norm.bias.dims1()? != dim {
+        candle_core::bail!(
+            "layer norm: weight {:?} / bias {:?} do not fit rows of {dim}",
+            norm.weight.dims(),
+            norm.bias.dims()
+        );
+    }
+    let task = dim * ROWS_PER_TASK;
+    with_f32(norm.weight, |g| {
+        with_f32(norm.bias, |shift| {
+            values
+                .par_chunks_mut(task)
+                .enumerate()
+                .for_each(|(i, rows)| {
+                    let residual = if residual.is_empty() {
+                        residual
+                    } else {
+                        &residual[i * task..i * task + rows.len()]
+                    };
+                    residual_norm_rows(rows, bias, residual, g, shift, norm.eps)
+                });
+            Ok(())
+        })
+    })
+}
+
+/// Defines `$name` as `$kernel` compiled for AVX2 and FMA when the CPU has them (and as plain
+/// `$kernel` otherwise). Kernels are `#[inline(always)]` so that they are compiled inside the
+/// feature-enabled wrapper: their loops then vectorise 8 wide with fused multiply-add.
+macro_rules! simd_kernel {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),*) = $kernel:ident) => {
+        $(#[$doc])*
+        $vis fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                unsafe fn avx2($($arg: $ty),*) {
+                    $kernel($($arg),*)
+                }
+                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+                    // SAFETY: the CPU supports the features `avx2` was compiled for.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            $kernel($($arg),*)
+        }
+    };
+}
+
+simd_kernel!(
+    /// `gelu_erf(v + bias)` in place on each row of `rows`.
+    fn bias_gelu_rows(rows: &mut [f32], bias: &[f32]) = bias_gelu_kernel
+);
+
+#[inline(always)]
+fn bias_gelu_kernel(rows: &mut [f32], bias: &[f32]) {
+    for row in rows.chunks_exact_mut(bias.len()) {
+        for (v, b) in row.iter_mut().zip(bias) {
+            let x = *v + b;
+            *v = 0.5 * x * (1.0 + erf(x * std::f32::consts::FRAC_1_SQRT_2));
+        }
+    }
+}
+
+simd_kernel!(
+    /// Layer norm in place on each row of `rows` after adding `bias` and the row's `residual`.
+    fn residual_norm_rows(
+        rows: &mut [f32],
+        bias: &[f32],
+        residual: &[f32],
+        gain: &[f32],
+        shift: &[f32],
+        eps: f32
+    ) = residual_norm_kernel
+);
+
+/// Two passes over each row (mean, then the mean squared deviation) rather than one pass of sum
+/// and sum of squares, which loses precision when the mean is large against the spread.
+#[inline(always)]
+fn residual_norm_kernel(
+    rows: &mut [f32],
+    bias: &[f32],
+    residual: &[f32],
+    gain: &[f32],
+    shift: &[f32],
+    eps: f32,
+) {
+    let dim = gain.len();
+    for (i, row) in rows.chunks_exact_mut(dim).enumerate() {
+        if !bias.is_empty() {
+            row.iter_mut().zip(bias).for_each(|(v, b)| *v += b);
+        }
+        if !residual.is_empty() {
+            let r = &residual[i * dim..(i + 1) * dim];
+            row.iter_mut().zip(r).for_each(|(v, r)| *v += r);
+        }
+        let n = dim as f32;
+        let mean = lane_reduce(row, 0.0, |a, b| a + b) / n;
+        let mut acc = [0f32; LANES];
+        let chunks = row.chunks_exact(LANES);
+        let tail = chunks.remainder();
+        for c in chunks {
+            for l in 0..LANES {
+                acc[l] += (c[l] - mean) * (c[l] - mean);
+            }
+        }
+        let squares =
+            acc.iter().sum::<f32>() + tail.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>();
+        let inv_std = 1.0 / (squares / n + eps).sqrt();
+        row.iter_mut()
+            .zip(gain.iter().zip(shift))
+            .for_each(|(v, (g, s))| *v = (*v - mean) * inv_std * g + s);
+    }
+}
+
+/// Checks shapes for `x · wᵀ + bias` and returns `(rows, inner, out_dim)`.
+fn linear_dims(x: &Tensor, w: &Tensor, bias: &Tensor) -> Result<(usize, usize, usize)> {
     let (rows, inner) = x.dims2()?;
     let (out_dim, w_inner) = w.dims2()?;
     if inner != w_inner || bias.dims1()? != out_dim {
@@ -58,23 +237,40 @@ fn linear_values(
             bias.dims()
         );
     }
-    let mut out = with_f32(bias, |b| Ok(b.repeat(rows)))?;
-    if let Some(r) = residual {
-        if r.dims() != [rows, out_dim] {
-            candle_core::bail!(
-                "fused linear: residual {:?} is not [{rows}, {out_dim}]",
-                r.dims()
-            );
-        }
-        with_f32(&r.contiguous()?, |r| {
-            out.par_chunks_mut(1 << 14)
-                .zip(r.par_chunks(1 << 14))
-                .for_each(|(o, r)| {
-                    o.iter_mut().zip(r).for_each(|(o, r)| *o += r);
-                });
-            Ok(())
-        })?;
+    Ok((rows, inner, out_dim))
+}
+
+/// `x · wᵀ` into a fresh buffer that is never zero-filled: the product writes every element.
+fn uninit_product(
+    x: &Tensor,
+    w: &Tensor,
+    rows: usize,
+    inner: usize,
+    out_dim: usize,
+) -> Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(rows * out_dim);
+    // SAFETY: the capacity holds rows × out_dim values; the product writes all of them without
+    // reading (accumulate = false), and only then is the length set.
+    unsafe {
+        product(x, w, out.as_mut_ptr(), rows, inner, out_dim, false)?;
+        out.set_len(rows * out_dim);
     }
+    Ok(out)
+}
+
+/// `out = x · wᵀ`, or `out += x · wᵀ` with `accumulate`.
+///
+/// # Safety
+/// `out` must be valid for writes of `rows × out_dim` f32 (and initialised when accumulating).
+unsafe fn product(
+    x: &Tensor,
+    w: &Tensor,
+    out: *mut f32,
+    rows: usize,
+    inner: usize,
+    out_dim: usize,
+    accumulate: bool,
+) -> Result<()> {
     // Split a product across threads only when this call is not already one of several running
     // side by side (the encoder runs passes concurrently), and when it is big enough to pay for
     // the hand-off.
@@ -85,42 +281,40 @@ fn linear_values(
     } else {
         gemm::Parallelism::None
     };
-    with_f32(&x, |xs| {
+    with_f32(&x.contiguous()?, |xs| {
         with_f32(&w.contiguous()?, |ws| {
             // BLIS is faster on these shapes single-threaded; a split product stays with gemm.
             if matches!(parallelism, gemm::Parallelism::None)
-                && super::blas::accumulate_xwt(xs, ws, &mut out, rows, inner, out_dim)
+                && super::blas::sgemm_xwt(xs, ws, out, rows, inner, out_dim, accumulate)
             {
                 return Ok(());
             }
-            // SAFETY: out is [rows, out_dim], xs [rows, inner], ws [out_dim, inner], all contiguous.
-            unsafe {
-                gemm::gemm(
-                    rows,
-                    out_dim,
-                    inner,
-                    out.as_mut_ptr(),
-                    1,
-                    out_dim as isize,
-                    true,
-                    xs.as_ptr(),
-                    1,
-                    inner as isize,
-                    ws.as_ptr(),
-                    inner as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
-            }
+            // SAFETY: out is [rows, out_dim], xs [rows, inner], ws [out_dim, inner], all
+            // contiguous; gemm reads `out` only when accumulating.
+            gemm::gemm(
+                rows,
+                out_dim,
+                inner,
+                out,
+                1,
+                out_dim as isize,
+                accumulate,
+                xs.as_ptr(),
+                1,
+                inner as isize,
+                ws.as_ptr(),
+                inner as isize,
+                1,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
             Ok(())
         })
-    })?;
-    Ok((out, rows, out_dim))
+    })
 }
 
 /// e^x for x ≤ 0 (softmax after subtracting the row max): Cody–Waite range reduction to
@@ -177,21 +371,10 @@ fn softmax_rows(scores: &mut [f32], width: usize) {
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn softmax_rows_avx2(scores: &mut [f32], width: usize) {
-    softmax_rows(scores, width)
-}
-
-/// In-place softmax of each `width`-long row of `scores`.
-pub(crate) fn softmax_in_place(scores: &mut [f32], width: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe { softmax_rows_avx2(scores, width) };
-    }
-    softmax_rows(scores, width)
-}
+simd_kernel!(
+    /// In-place softmax of each `width`-long row of `scores`.
+    pub(crate) fn softmax_in_place(scores: &mut [f32], width: usize) = softmax_rows
+);
 
 /// erf(x) as x·P(x²)/Q(x²) on [-4, 4] (|erf| rounds to 1 in f32 beyond). Coefficients fitted for
 /// this project by least squares (scripts/fit-erf.py); max abs error 3.2e-7 evaluated in f32.
@@ -222,28 +405,6 @@ pub(crate) fn erf(x: f32) -> f32 {
     (x * p / q).clamp(-1.0, 1.0)
 }
 
-#[inline(always)]
-fn gelu_in_place(values: &mut [f32]) {
-    for v in values.iter_mut() {
-        *v = 0.5 * *v * (1.0 + erf(*v * std::f32::consts::FRAC_1_SQRT_2));
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn gelu_in_place_avx2(values: &mut [f32]) {
-    gelu_in_place(values)
-}
-
-fn gelu_dispatch(values: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU supports the features the function was compiled for.
-        return unsafe { gelu_in_place_avx2(values) };
-    }
-    gelu_in_place(values)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,34 +430,74 @@ mod tests {
         }
     }
 
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a.to_dtype(candle_core::DType::F64).unwrap()
+            - b.to_dtype(candle_core::DType::F64).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap() as f32
+    }
+
+    /// Row-wise layer norm in f64 from candle's primitive ops: the reference for the fused ones.
+    fn reference_norm(x: &Tensor, g: &Tensor, b: &Tensor, eps: f64) -> Tensor {
+        let x = x.to_dtype(candle_core::DType::F64).unwrap();
+        let centered = x.broadcast_sub(&x.mean_keepdim(1).unwrap()).unwrap();
+        let var = centered.sqr().unwrap().mean_keepdim(1).unwrap();
+        let f64_of = |t: &Tensor| t.to_dtype(candle_core::DType::F64).unwrap();
+        centered
+            .broadcast_div(&(var + eps).unwrap().sqrt().unwrap())
+            .unwrap()
+            .broadcast_mul(&f64_of(g))
+            .unwrap()
+            .broadcast_add(&f64_of(b))
+            .unwrap()
+    }
+
+    /// 300 rows span several parallel tasks, so a residual row paired with the wrong output row
+    /// would show; the residual's offset of 50 would expose a one-pass variance.
     #[test]
-    fn fused_linear_matches_candle() {
+    fn fused_linear_and_residual_norm_match_composed_ops() {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1., (300, 40), &dev).unwrap();
         let w = Tensor::randn(0f32, 1., (24, 40), &dev).unwrap();
         let b = Tensor::randn(0f32, 1., 24, &dev).unwrap();
-        let r = Tensor::randn(0f32, 1., (300, 24), &dev).unwrap();
-        let reference = x
+        let r = (Tensor::randn(0f32, 1., (300, 24), &dev).unwrap() + 50.0).unwrap();
+        let (g, s) = (
+            Tensor::randn(1f32, 0.1, 24, &dev).unwrap(),
+            Tensor::randn(0f32, 0.1, 24, &dev).unwrap(),
+        );
+        let norm = Norm {
+            weight: &g,
+            bias: &s,
+            eps: 1e-12,
+        };
+        let projected = x
             .matmul(&w.t().unwrap())
             .unwrap()
             .broadcast_add(&b)
             .unwrap();
-        for (res, expect) in [
-            (None, reference.clone()),
-            (Some(&r), (&reference + &r).unwrap()),
-        ] {
-            let ours = linear(&x, &w, &b, res).unwrap();
-            let diff = (ours - expect)
-                .unwrap()
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(diff < 1e-4, "fused linear differs by {diff}");
-        }
-        assert!(linear(&x, &w.t().unwrap(), &b, None).is_err());
+        let diff = max_diff(&linear(&x, &w, &b).unwrap(), &projected);
+        assert!(diff < 1e-4, "fused linear differs by {diff}");
+        let expect = reference_norm(&(&projected + &r).unwrap(), &g, &s, 1e-12);
+        let diff = max_diff(
+            &linear_residual_norm(&x, &w, &b, &r, &norm).unwrap(),
+            &expect,
+        );
+        assert!(
+            diff < 1e-4,
+            "fused linear + residual + norm differs by {diff}"
+        );
+        let diff = max_diff(
+            &layer_norm(&r, &norm).unwrap(),
+            &reference_norm(&r, &g, &s, 1e-12),
+        );
+        assert!(diff < 1e-4, "layer norm differs by {diff}");
+        assert!(linear(&x, &w.t().unwrap(), &b).is_err());
+        assert!(linear_residual_norm(&x, &w, &b, &x, &norm).is_err());
     }
 
     #[test]
