@@ -208,16 +208,7 @@ fn residual_norm_kernel(
         }
         let n = dim as f32;
         let mean = lane_reduce(row, 0.0, |a, b| a + b) / n;
-        let mut acc = [0f32; LANES];
-        let chunks = row.chunks_exact(LANES);
-        let tail = chunks.remainder();
-        for c in chunks {
-            for l in 0..LANES {
-                acc[l] += (c[l] - mean) * (c[l] - mean);
-            }
-        }
-        let squares =
-            acc.iter().sum::<f32>() + tail.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>();
+        let squares = lane_reduce_mapped(row, 0.0, |v| (v - mean) * (v - mean), |a, b| a + b);
         let inv_std = 1.0 / (squares / n + eps).sqrt();
         row.iter_mut()
             .zip(gain.iter().zip(shift))
@@ -346,15 +337,26 @@ const LANES: usize = 8;
 
 #[inline(always)]
 fn lane_reduce(row: &[f32], init: f32, f: impl Fn(f32, f32) -> f32) -> f32 {
+    lane_reduce_mapped(row, init, |v| v, f)
+}
+
+/// Reduces `map(v)` over the row with `f`, in [`LANES`] independent accumulators.
+#[inline(always)]
+fn lane_reduce_mapped(
+    row: &[f32],
+    init: f32,
+    map: impl Fn(f32) -> f32,
+    f: impl Fn(f32, f32) -> f32,
+) -> f32 {
     let mut acc = [init; LANES];
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
     for c in chunks {
         for i in 0..LANES {
-            acc[i] = f(acc[i], c[i]);
+            acc[i] = f(acc[i], map(c[i]));
         }
     }
-    let mut r = tail.iter().fold(init, |a, &v| f(a, v));
+    let mut r = tail.iter().fold(init, |a, &v| f(a, map(v)));
     for a in acc {
         r = f(r, a);
     }
