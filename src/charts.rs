@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use plotly::common::{AxisSide, Mode, Title};
 use plotly::layout::{Axis, BarMode, Layout};
-use plotly::{Histogram, Plot, Scatter};
+use plotly::{Bar, Histogram, Plot, Scatter};
 
 /// A finished plotly figure, kept rendered: plotly's `Plot` is neither `Send` nor `Sync`, and a
 /// chart never changes once drawn.
@@ -123,6 +123,20 @@ impl Chart {
                 .x_axis(Axis::new().title(Title::from(x_title)))
                 .y_axis(Axis::new().title(Title::from("count")))
                 .bar_mode(BarMode::Overlay),
+        );
+        Self::from_plot(&plot, title)
+    }
+
+    /// Grouped bars: one group per category, one bar per named series.
+    pub fn bars(title: &str, categories: &[String], series: Vec<(String, Vec<f64>)>) -> Self {
+        let mut plot = Plot::new();
+        for (name, values) in series {
+            plot.add_trace(Bar::new(categories.to_vec(), values).name(name));
+        }
+        plot.set_layout(
+            Layout::new()
+                .title(Title::from(title))
+                .bar_mode(BarMode::Group),
         );
         Self::from_plot(&plot, title)
     }

@@ -26,4 +26,4 @@ pub mod train;
 pub use data::RetrievalDataset;
 pub use eval::{evaluate_encoder, RetrievalEvalOptions, RetrievalReport};
 pub use models::{EncodeOptions, LoadOptions, SentenceEncoder};
-pub use train::{LossConfig, TrainConfig, Trainer, TrainingSet};
+pub use train::{EmbedTrainer, LossConfig, TrainConfig, TrainingSet};

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use ragtune::interrupt;
 use ragtune::script::Session;
-use ragtune::train::{LossConfig, LossName, TrainConfig, Trainer, TrainingSet};
+use ragtune::train::{EmbedTrainer, LossConfig, LossName, TrainConfig, TrainingSet};
 use ragtune::SentenceEncoder;
 
 fn pairs(n: usize) -> TrainingSet {
@@ -39,7 +39,7 @@ fn train(
     resume: bool,
 ) -> anyhow::Result<ragtune::train::TrainOutcome> {
     let encoder = SentenceEncoder::load(model.to_str().unwrap(), &Default::default()).unwrap();
-    Trainer {
+    EmbedTrainer {
         encoder: &encoder,
         data: &pairs(32),
         loss: LossConfig::named(LossName::Mnrl),

@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use candle_core::{DType, Tensor};
 use polars::prelude::*;
 use ragtune::models::LoadOptions;
+use ragtune::train::embed::step::loss_and_grads;
 use ragtune::train::optim::Params;
-use ragtune::train::step::loss_and_grads;
-use ragtune::train::{LossConfig, LossName, TrainConfig, Trainer, TrainingSet};
+use ragtune::train::{EmbedTrainer, LossConfig, LossName, TrainConfig, TrainingSet};
 use ragtune::SentenceEncoder;
 
 const WORDS: &[&str] = &[
@@ -187,7 +187,7 @@ fn every_loss_trains_and_moves_the_weights() {
         let encoder = SentenceEncoder::load(base.to_str().unwrap(), &Default::default()).unwrap();
         let before = weights(&encoder);
         let out = tmp.path().join(format!("run{i}"));
-        let outcome = Trainer {
+        let outcome = EmbedTrainer {
             encoder: &encoder,
             data: &data,
             loss: loss.clone(),
@@ -229,7 +229,7 @@ fn wrong_data_shapes_and_settings_are_refused_clearly() {
         labels: None,
     };
     let run = |loss: LossName, data: &TrainingSet, config: TrainConfig, out: &str| {
-        Trainer {
+        EmbedTrainer {
             encoder: &encoder,
             data,
             loss: LossConfig::named(loss),
@@ -266,7 +266,7 @@ fn wrong_data_shapes_and_settings_are_refused_clearly() {
     // and resuming with other settings is refused too.
     let data = triplets(8);
     let train = |config: TrainConfig, resume: bool| {
-        Trainer {
+        EmbedTrainer {
             encoder: &encoder,
             data: &data,
             loss: LossConfig::named(LossName::Mnrl),

@@ -94,16 +94,11 @@ impl DataArgs {
         if self.columns.is_empty() {
             return ragtune::TrainingSet::load(&self.data, self.beir_split.as_deref());
         }
-        let origin = self.data.display().to_string();
         let frame = ragtune::data::read_table(&self.data)?;
-        ragtune::data::require_columns(
+        ragtune::TrainingSet::from_frame_columns(
             &frame,
-            &self.columns.iter().map(String::as_str).collect::<Vec<_>>(),
-            &origin,
-        )?;
-        ragtune::TrainingSet::from_frame(
-            &frame.select(self.columns.iter().map(String::as_str))?,
-            &origin,
+            &self.data.display().to_string(),
+            &self.columns,
         )
     }
 }

@@ -1,18 +1,113 @@
-//! `ragtune train embed`: fine-tune a sentence encoder.
+//! `ragtune train embed` and `ragtune train rerank`. Settings given as flags replace the stage's
+//! defaults (`TrainConfig::default()` / `TrainConfig::rerank()`, each loss's settings struct); a
+//! flag left out keeps the default, which lives in the library only.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use ragtune::data::load_beir;
-use ragtune::models::{LoadOptions, SentenceEncoder};
-use ragtune::train::schedule::Decay;
-use ragtune::train::{BatchSampler, LossConfig, LossName, TrainConfig, Trainer};
+use ragtune::eval::{Candidates, RerankEvalOptions};
+use ragtune::models::{CrossEncoder, CrossEncoderOptions, LoadOptions, SentenceEncoder};
+use ragtune::train::rerank::{RerankLossConfig, RerankSet, RerankTrainer};
+use ragtune::train::{EmbedTrainer, LossConfig, LossName, TrainConfig, TrainOutcome};
+use serde_json::{json, Map, Value};
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
     /// Fine-tune a sentence-transformers embedding model (contrastive losses).
-    Embed(EmbedArgs),
+    Embed(Box<EmbedArgs>),
+    /// Fine-tune a cross-encoder reranker (from a reranker, or any BERT / sentence-transformers
+    /// model with a fresh head).
+    Rerank(Box<RerankArgs>),
+}
+
+/// The settings every stage shares; each unset flag keeps the stage's default.
+#[derive(Args)]
+pub struct LoopArgs {
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Stop after this many optimizer steps.
+    #[arg(long)]
+    max_steps: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Warm-up as a share of all steps.
+    #[arg(long)]
+    warmup_ratio: Option<f64>,
+    /// Warm-up steps (instead of --warmup-ratio).
+    #[arg(long)]
+    warmup_steps: Option<usize>,
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// linear, cosine or constant (after warm-up).
+    #[arg(long)]
+    scheduler: Option<String>,
+    /// Clip the global gradient norm to this (0 disables).
+    #[arg(long)]
+    max_grad_norm: Option<f64>,
+    #[arg(long)]
+    gradient_accumulation_steps: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// no_duplicates (no text twice in a batch) or plain.
+    #[arg(long)]
+    sampler: Option<String>,
+    /// Evaluate on the dev data every this many steps (and before and after training).
+    #[arg(long)]
+    eval_steps: Option<usize>,
+    /// Dev metric that picks the best model (e.g. ndcg@10).
+    #[arg(long)]
+    metric_for_best: Option<String>,
+    /// Checkpoint every this many steps.
+    #[arg(long)]
+    save_steps: Option<usize>,
+    /// Where the model, checkpoints, log, chart and model card go.
+    #[arg(long)]
+    output: PathBuf,
+    /// Continue from the newest checkpoint in --output.
+    #[arg(long)]
+    resume: bool,
+}
+
+impl LoopArgs {
+    /// `base` with the given flags set.
+    fn config(&self, base: TrainConfig) -> Result<TrainConfig> {
+        let mut set = Map::new();
+        let mut put = |key: &str, value: Option<Value>| {
+            if let Some(v) = value {
+                set.insert(key.to_string(), v);
+            }
+        };
+        put("epochs", self.epochs.map(|v| json!(v)));
+        put("max_steps", self.max_steps.map(|v| json!(v)));
+        put("batch_size", self.batch_size.map(|v| json!(v)));
+        put("lr", self.lr.map(|v| json!(v)));
+        put("warmup_ratio", self.warmup_ratio.map(|v| json!(v)));
+        put("warmup_steps", self.warmup_steps.map(|v| json!(v)));
+        put("weight_decay", self.weight_decay.map(|v| json!(v)));
+        put("scheduler", self.scheduler.as_ref().map(|v| json!(v)));
+        put("max_grad_norm", self.max_grad_norm.map(|v| json!(v)));
+        put(
+            "gradient_accumulation_steps",
+            self.gradient_accumulation_steps.map(|v| json!(v)),
+        );
+        put("seed", self.seed.map(|v| json!(v)));
+        put(
+            "batch_sampler",
+            self.sampler.as_ref().map(|v| json!(v.replace('-', "_"))),
+        );
+        put("eval_steps", self.eval_steps.map(|v| json!(v)));
+        put(
+            "metric_for_best",
+            self.metric_for_best.as_ref().map(|v| json!(v)),
+        );
+        put("save_steps", self.save_steps.map(|v| json!(v)));
+        base.overlay(set)
+            .map_err(|e| anyhow::anyhow!("training flags: {e}"))
+    }
 }
 
 #[derive(Args)]
@@ -25,76 +120,93 @@ pub struct EmbedArgs {
     /// mnrl, mnrl_symmetric, cached_mnrl, gist, triplet, cosent or margin_mse.
     #[arg(long, default_value = "mnrl")]
     loss: LossName,
-    #[arg(long, default_value_t = 1)]
-    epochs: usize,
-    /// Stop after this many optimizer steps.
-    #[arg(long)]
-    max_steps: Option<usize>,
-    #[arg(long, default_value_t = 32)]
-    batch_size: usize,
-    #[arg(long, default_value_t = 5e-5)]
-    lr: f64,
-    #[arg(long, default_value_t = 0.0)]
-    warmup_ratio: f64,
-    #[arg(long, default_value_t = 0.0)]
-    weight_decay: f64,
-    /// linear, cosine or constant (after warm-up).
-    #[arg(long, default_value = "linear", value_parser = parse_decay)]
-    scheduler: Decay,
-    #[arg(long, default_value_t = 1.0)]
-    max_grad_norm: f64,
-    #[arg(long, default_value_t = 1)]
-    gradient_accumulation_steps: usize,
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// no_duplicates (no text twice in a batch) or plain.
-    #[arg(long, default_value = "no_duplicates", value_parser = parse_sampler)]
-    sampler: BatchSampler,
     /// GradCache mini-batch size (cached_mnrl defaults to 32).
     #[arg(long)]
     mini_batch_size: Option<usize>,
-    /// Similarity scale of mnrl / cosent.
+    /// Similarity scale of mnrl / cosent (default 20).
     #[arg(long)]
     scale: Option<f64>,
-    /// Triplet margin.
+    /// Triplet margin (default 5).
     #[arg(long)]
     margin: Option<f64>,
     /// Guide model of the gist loss.
     #[arg(long)]
     guide_model: Option<String>,
+    /// Temperature of the gist loss (default 0.01).
+    #[arg(long)]
+    temperature: Option<f64>,
     /// Wrap the loss in MatryoshkaLoss at these dimensions, e.g. 384,256,128,64.
     #[arg(long, value_delimiter = ',')]
     matryoshka_dims: Vec<usize>,
-    /// Where the model, checkpoints, log, chart and model card go.
-    #[arg(long)]
-    output: PathBuf,
+    /// Weight of each Matryoshka dimension (default 1 each).
+    #[arg(long, value_delimiter = ',')]
+    matryoshka_weights: Vec<f64>,
+    #[command(flatten)]
+    run: LoopArgs,
     /// BEIR folder to evaluate on before, during (--eval-steps) and after training.
     #[arg(long)]
     dev_beir: Option<PathBuf>,
     #[arg(long, default_value = "dev")]
     dev_split: String,
-    #[arg(long)]
-    eval_steps: Option<usize>,
-    /// Checkpoint every this many steps.
-    #[arg(long, default_value_t = 50)]
-    save_steps: usize,
-    /// Continue from the newest checkpoint in --output.
-    #[arg(long)]
-    resume: bool,
 }
 
-fn parse_decay(s: &str) -> Result<Decay> {
-    serde_json::from_value(serde_json::Value::String(s.into()))
-        .map_err(|_| anyhow::anyhow!("`{s}`: choose linear, cosine or constant"))
-}
-
-fn parse_sampler(s: &str) -> Result<BatchSampler> {
-    serde_json::from_value(serde_json::Value::String(s.replace('-', "_")))
-        .map_err(|_| anyhow::anyhow!("`{s}`: choose no_duplicates or plain"))
+#[derive(Args)]
+pub struct RerankArgs {
+    /// Base model: a cross-encoder, or a BERT / sentence-transformers folder or hub id (a fresh
+    /// one-label head is added).
+    #[arg(long)]
+    model: String,
+    /// (query, document, label) pairs, (query, positive, negative_1..n) rows or (query,
+    /// [documents], [labels]) lists, as `mine` writes them (.jsonl/.csv/.tsv/.parquet).
+    #[arg(long)]
+    data: PathBuf,
+    /// Use only these columns, in this order.
+    #[arg(long, value_delimiter = ',')]
+    columns: Vec<String>,
+    /// bce, mnrl, list_net, lambda, rank_net or margin_mse.
+    #[arg(long, default_value = "bce")]
+    loss: String,
+    /// A loss setting as key=value (repeatable), e.g. pos_weight=5, num_negatives=8,
+    /// weighting_scheme=ndcg_loss2pp, k=10, mini_batch_size=64, activation_fn=sigmoid.
+    #[arg(long = "loss-setting", value_name = "KEY=VALUE")]
+    loss_settings: Vec<String>,
+    /// Truncate (query, document) pairs to this many tokens (default: the tokenizer's limit, 512
+    /// for MiniLM).
+    #[arg(long)]
+    max_length: Option<usize>,
+    #[command(flatten)]
+    run: LoopArgs,
+    /// BEIR folder whose queries are reranked on dev before, during and after training.
+    #[arg(long)]
+    dev_beir: Option<PathBuf>,
+    #[arg(long, default_value = "dev")]
+    dev_split: String,
+    /// Retriever whose top-k of the dev corpus is reranked.
+    #[arg(long, default_value = "sentence-transformers/all-MiniLM-L6-v2")]
+    retriever: String,
+    /// Candidates per dev query during training (a final top-100 is `eval rerank`'s job).
+    #[arg(long, default_value_t = 20)]
+    dev_top_k: usize,
 }
 
 pub fn run(cmd: TrainCommand) -> Result<()> {
-    let TrainCommand::Embed(a) = cmd;
+    let outcome = match cmd {
+        TrainCommand::Embed(a) => embed(*a)?,
+        TrainCommand::Rerank(a) => rerank(*a)?,
+    };
+    eprintln!(
+        "trained {} steps in {:.1} s ({:.2} s/step), final loss {:.4}; model, log, chart and card in {}",
+        outcome.steps,
+        outcome.seconds,
+        outcome.seconds_per_step,
+        outcome.final_loss,
+        outcome.output.display()
+    );
+    println!("{}", serde_json::to_string(&outcome)?);
+    Ok(())
+}
+
+fn embed(a: EmbedArgs) -> Result<TrainOutcome> {
     let data = a.data.load()?;
     let dev = a
         .dev_beir
@@ -102,52 +214,87 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         .map(|d| load_beir(d, &a.dev_split))
         .transpose()?;
     let encoder = SentenceEncoder::load(&a.model, &LoadOptions::default())?;
-    let trainer = Trainer {
+    let trainer = EmbedTrainer {
         encoder: &encoder,
         data: &data,
         loss: LossConfig {
             name: a.loss,
             scale: a.scale,
             margin: a.margin,
+            temperature: a.temperature,
             guide_model: a.guide_model,
             mini_batch_size: a.mini_batch_size,
             matryoshka_dims: a.matryoshka_dims,
-            ..Default::default()
+            matryoshka_weights: a.matryoshka_weights,
         },
-        config: TrainConfig {
-            epochs: a.epochs,
-            max_steps: a.max_steps,
-            batch_size: a.batch_size,
-            lr: a.lr,
-            weight_decay: a.weight_decay,
-            warmup_ratio: a.warmup_ratio,
-            scheduler: a.scheduler,
-            max_grad_norm: a.max_grad_norm,
-            gradient_accumulation_steps: a.gradient_accumulation_steps,
-            seed: a.seed,
-            batch_sampler: a.sampler,
-            eval_steps: a.eval_steps,
-            save_steps: a.save_steps,
-            ..Default::default()
-        },
+        config: a.run.config(TrainConfig::default())?,
         dev: dev.as_ref(),
     };
     eprintln!(
-        "training {} on {} examples ({}) -> {}",
+        "training {} on {} examples (columns {}) -> {}",
         encoder.name(),
         data.len(),
         data.columns.join(", "),
-        a.output.display()
+        a.run.output.display()
     );
-    let outcome = trainer.run(&a.output, a.resume)?;
+    trainer.run(&a.run.output, a.run.resume)
+}
+
+fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
+    let data = RerankSet::load(&a.data, &a.columns)?;
+    let mut loss = Map::new();
+    loss.insert("name".into(), json!(a.loss.replace('-', "_")));
+    for kv in &a.loss_settings {
+        let Some((k, v)) = kv.split_once('=') else {
+            anyhow::bail!("--loss-setting `{kv}`: expected KEY=VALUE");
+        };
+        // Numbers and booleans as JSON, anything else as a string.
+        let value = serde_json::from_str(v).unwrap_or_else(|_| json!(v));
+        loss.insert(k.trim().to_string(), value);
+    }
+    let loss = RerankLossConfig::from_json(Value::Object(loss))?;
+    let model = CrossEncoder::load(
+        &a.model,
+        &LoadOptions::default(),
+        &CrossEncoderOptions {
+            max_length: a.max_length,
+            ..Default::default()
+        },
+    )?;
+    let config = a.run.config(TrainConfig::rerank())?;
+    let dev_options = RerankEvalOptions {
+        top_k: a.dev_top_k,
+        progress: false,
+        ..Default::default()
+    };
+    let dev = match &a.dev_beir {
+        Some(dir) => {
+            let dataset = load_beir(dir, &a.dev_split)?;
+            let retriever = SentenceEncoder::load(&a.retriever, &LoadOptions::default())?;
+            eprintln!(
+                "retrieving dev candidates (top {}) with {}",
+                a.dev_top_k, a.retriever
+            );
+            Some(Candidates::retrieve(&retriever, &dataset, &dev_options)?)
+        }
+        None => None,
+    };
     eprintln!(
-        "trained {} steps in {:.1} s ({:.2} s/step), final loss {:.4}; model, log, chart and card in {}",
-        outcome.steps,
-        outcome.seconds,
-        outcome.seconds_per_step,
-        outcome.final_loss,
-        a.output.display()
+        "training {} on {} rows, {} pairs ({}: columns {}) -> {}",
+        model.name(),
+        data.len(),
+        data.pair_count(),
+        serde_json::to_value(data.format)?.as_str().unwrap_or(""),
+        data.columns.join(", "),
+        a.run.output.display()
     );
-    println!("{}", serde_json::to_string(&outcome)?);
-    Ok(())
+    RerankTrainer {
+        model: &model,
+        data: &data,
+        loss,
+        config,
+        dev: dev.as_ref(),
+        dev_options,
+    }
+    .run(&a.run.output, a.run.resume)
 }

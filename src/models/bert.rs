@@ -121,7 +121,7 @@ impl Linear {
 }
 
 /// `x Wᵀ + b` over the last dimension of `x`.
-fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+pub(crate) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let in_dim = *dims.last().expect("linear input has a last dim");
     let rows = x.elem_count() / in_dim;
@@ -209,7 +209,14 @@ impl Embeddings {
         })
     }
 
-    fn forward(&self, input_ids: &Tensor, mode: Mode) -> Result<Tensor> {
+    /// `token_types` (`[batch, len]` u32) selects each token's segment embedding; without it every
+    /// token is segment 0 (single sentences).
+    fn forward(
+        &self,
+        input_ids: &Tensor,
+        token_types: Option<&Tensor>,
+        mode: Mode,
+    ) -> Result<Tensor> {
         let (batch, len) = input_ids.dims2()?;
         let pick = |t: &Tensor| {
             if mode == Mode::Infer {
@@ -223,8 +230,18 @@ impl Embeddings {
         let words = words.reshape((batch, len, hidden))?;
         // Positions 0..len and token type 0 are the same for every row: add them once, broadcast.
         let positions = pick(&self.position).narrow(0, 0, len)?;
-        let token_type = pick(&self.token_type).narrow(0, 0, 1)?;
-        let x = words.broadcast_add(&positions.broadcast_add(&token_type)?)?;
+        let x = match token_types {
+            None => {
+                let token_type = pick(&self.token_type).narrow(0, 0, 1)?;
+                words.broadcast_add(&positions.broadcast_add(&token_type)?)?
+            }
+            Some(types) => {
+                let segments = pick(&self.token_type)
+                    .embedding(&types.flatten_all()?)?
+                    .reshape((batch, len, hidden))?;
+                (words + segments)?.broadcast_add(&positions)?
+            }
+        };
         self.layer_norm.forward(&x, mode)
     }
 }
@@ -384,6 +401,18 @@ impl BertModel {
         attention_mask: &Tensor,
         mode: Mode,
     ) -> Result<Tensor> {
+        self.forward_typed(input_ids, None, attention_mask, mode)
+    }
+
+    /// As [`Self::forward`], with each token's segment (`token_type_ids`, `[batch, len]` u32) for
+    /// sentence pairs.
+    pub fn forward_typed(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: Option<&Tensor>,
+        attention_mask: &Tensor,
+        mode: Mode,
+    ) -> Result<Tensor> {
         let (_, len) = input_ids.dims2()?;
         if len > self.config.max_position_embeddings {
             candle_core::bail!(
@@ -402,7 +431,7 @@ impl BertModel {
             mask_bias: attention_bias(attention_mask, dtype)?,
             lens,
         };
-        let mut x = self.embeddings.forward(input_ids, mode)?;
+        let mut x = self.embeddings.forward(input_ids, token_type_ids, mode)?;
         for layer in &self.layers {
             x = layer.forward(&x, &padding, mode)?;
         }
@@ -415,6 +444,16 @@ impl BertModel {
     /// the fused per-sequence kernel of [`super::attention`]. CPU and f32 only
     /// ([`Self::supports_packed`]); same function as [`Self::forward`] in [`Mode::Infer`].
     pub fn forward_packed(&self, ids: &Tensor, seq_lens: &[usize]) -> Result<Tensor> {
+        self.forward_packed_typed(ids, None, seq_lens)
+    }
+
+    /// As [`Self::forward_packed`], with each token's segment (`types`, `[total_tokens]` u32).
+    pub fn forward_packed_typed(
+        &self,
+        ids: &Tensor,
+        types: Option<&Tensor>,
+        seq_lens: &[usize],
+    ) -> Result<Tensor> {
         let longest = seq_lens.iter().copied().max().unwrap_or(0);
         if longest > self.config.max_position_embeddings {
             candle_core::bail!(
@@ -425,13 +464,15 @@ impl BertModel {
         let positions: Vec<u32> = seq_lens.iter().flat_map(|&len| 0..len as u32).collect();
         let positions = Tensor::from_vec(positions, ids.dims1()?, ids.device())?;
         let e = &self.embeddings;
-        let token_type = e.token_type.detach().narrow(0, 0, 1)?;
         let x = e
             .word
             .detach()
             .embedding(ids)?
-            .add(&e.position.detach().embedding(&positions)?)?
-            .broadcast_add(&token_type)?;
+            .add(&e.position.detach().embedding(&positions)?)?;
+        let x = match types {
+            None => x.broadcast_add(&e.token_type.detach().narrow(0, 0, 1)?)?,
+            Some(types) => x.add(&e.token_type.detach().embedding(types)?)?,
+        };
         let mut x = super::fused::layer_norm(&x, &e.layer_norm.fused())?;
         for layer in &self.layers {
             x = layer.forward_packed(&x, seq_lens)?;

@@ -395,34 +395,47 @@ impl SentenceEncoder {
         Ok((tensor, stats))
     }
 
-    /// Groups text indices into forward passes: longest first, so each padded batch pads only to
-    /// its own longest member, at most `batch_size` texts, and for the unpadded CPU path at most
-    /// enough tokens to keep the largest activation (`tokens × intermediate_size` floats) within
-    /// 32 MB, where the allocator reuses buffers instead of mapping fresh pages each time.
     fn plan_passes(&self, encodings: &[Encoding], batch_size: usize) -> Vec<Vec<usize>> {
-        let mut order: Vec<usize> = (0..encodings.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(encodings[i].get_ids().len()));
-        let token_cap = if self.bert.supports_packed() {
-            ((32 << 20) / (4 * self.bert.config.intermediate_size.max(1))).max(self.max_seq_length)
-        } else {
-            usize::MAX
-        };
-        let mut passes: Vec<Vec<usize>> = Vec::new();
-        let mut tokens = 0;
-        for i in order {
-            let len = encodings[i].get_ids().len();
-            match passes.last_mut() {
-                Some(pass) if pass.len() < batch_size && tokens + len <= token_cap => {
-                    pass.push(i);
-                    tokens += len;
-                }
-                _ => {
-                    passes.push(vec![i]);
-                    tokens = len;
-                }
+        let lens: Vec<usize> = encodings.iter().map(|e| e.get_ids().len()).collect();
+        plan_passes(
+            &lens,
+            batch_size,
+            pass_token_cap(&self.bert, self.max_seq_length),
+        )
+    }
+}
+
+/// Groups sequence indices into forward passes: longest first, so each padded batch pads only to
+/// its own longest member, at most `batch_size` sequences and at most `token_cap` tokens each.
+pub(crate) fn plan_passes(lens: &[usize], batch_size: usize, token_cap: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lens.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(lens[i]));
+    let mut passes: Vec<Vec<usize>> = Vec::new();
+    let mut tokens = 0;
+    for i in order {
+        let len = lens[i];
+        match passes.last_mut() {
+            Some(pass) if pass.len() < batch_size && tokens + len <= token_cap => {
+                pass.push(i);
+                tokens += len;
+            }
+            _ => {
+                passes.push(vec![i]);
+                tokens = len;
             }
         }
-        passes
+    }
+    passes
+}
+
+/// Tokens per pass: for the unpadded CPU path, enough to keep the largest activation
+/// (`tokens × intermediate_size` floats) within 32 MB, where the allocator reuses buffers instead
+/// of mapping fresh pages each time; unbounded for padded batches.
+pub(crate) fn pass_token_cap(bert: &BertModel, max_len: usize) -> usize {
+    if bert.supports_packed() {
+        ((32 << 20) / (4 * bert.config.intermediate_size.max(1))).max(max_len)
+    } else {
+        usize::MAX
     }
 }
 
@@ -475,13 +488,13 @@ impl StackLayout {
     }
 }
 
-fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) -> Result<T> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
 }
 
-fn preview(text: &str) -> String {
+pub(crate) fn preview(text: &str) -> String {
     let mut s: String = text.chars().take(60).collect();
     if text.chars().count() > 60 {
         s.push('…');

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod bert;
 pub mod blas;
+pub mod cross_encoder;
 pub mod device;
 pub mod encoder;
 pub mod fused;
@@ -13,5 +14,6 @@ pub mod train_attention;
 pub mod train_ops;
 pub mod weights;
 
+pub use cross_encoder::{CrossEncoder, CrossEncoderOptions, PredictOptions, ScoreActivation};
 pub use encoder::{EncodeOptions, EncodeStats, LoadOptions, SentenceEncoder};
 pub use hub::ModelSource;

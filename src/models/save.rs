@@ -65,42 +65,52 @@ impl SentenceEncoder {
         )?;
         write_json(&dir.join("config.json"), &self.config_json)?;
         self.save_weights(&dir.join("model.safetensors"))?;
-        self.save_tokenizer(dir)
+        save_tokenizer(self.tokenizer(), self.tokenizer_dir.as_deref(), dir)
     }
 
     /// Every variable under its checkpoint name, in a safetensors file marked `format: pt` (the
     /// metadata transformers checks before loading).
     pub fn save_weights(&self, path: &Path) -> Result<()> {
-        let tensors: HashMap<String, Tensor> = self
-            .varmap
-            .data()
-            .lock()
-            .expect("varmap lock poisoned")
-            .iter()
-            .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
-            .collect();
-        write_safetensors(&tensors, path)
+        save_varmap(&self.varmap, path)
     }
+}
 
-    fn save_tokenizer(&self, dir: &Path) -> Result<()> {
-        let mut copied_json = false;
-        if let Some(src) = &self.tokenizer_dir {
-            for name in TOKENIZER_FILES {
-                let from = src.join(name);
-                if from.is_file() {
-                    std::fs::copy(&from, dir.join(name))
-                        .with_context(|| format!("copying {}", from.display()))?;
-                    copied_json |= name == "tokenizer.json";
-                }
+/// Every variable of `varmap` under its own name (see [`write_safetensors`]).
+pub fn save_varmap(varmap: &candle_nn::VarMap, path: &Path) -> Result<()> {
+    let tensors: HashMap<String, Tensor> = varmap
+        .data()
+        .lock()
+        .expect("varmap lock poisoned")
+        .iter()
+        .map(|(name, var)| (name.clone(), var.as_tensor().clone()))
+        .collect();
+    write_safetensors(&tensors, path)
+}
+
+/// The tokenizer files of `src` (the folder the model came from) copied into `dir`, or
+/// `tokenizer.json` written from `tokenizer` when there is none.
+pub fn save_tokenizer(
+    tokenizer: &tokenizers::Tokenizer,
+    src: Option<&Path>,
+    dir: &Path,
+) -> Result<()> {
+    let mut copied_json = false;
+    if let Some(src) = src {
+        for name in TOKENIZER_FILES {
+            let from = src.join(name);
+            if from.is_file() {
+                std::fs::copy(&from, dir.join(name))
+                    .with_context(|| format!("copying {}", from.display()))?;
+                copied_json |= name == "tokenizer.json";
             }
         }
-        if !copied_json {
-            self.tokenizer()
-                .save(dir.join("tokenizer.json"), true)
-                .map_err(|e| anyhow::anyhow!("writing tokenizer.json: {e}"))?;
-        }
-        Ok(())
     }
+    if !copied_json {
+        tokenizer
+            .save(dir.join("tokenizer.json"), true)
+            .map_err(|e| anyhow::anyhow!("writing tokenizer.json: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Writes tensors to a safetensors file with `{"format": "pt"}` metadata, atomically (a kill
@@ -117,7 +127,7 @@ pub fn write_safetensors(tensors: &HashMap<String, Tensor>, path: &Path) -> Resu
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
 
-fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")
         .with_context(|| format!("writing {}", path.display()))
 }

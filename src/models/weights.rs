@@ -39,6 +39,18 @@ pub fn preload_safetensors(
     dtype: DType,
     device: &Device,
 ) -> Result<HashSet<String>> {
+    preload_safetensors_as(varmap, path, dtype, device, &|name| name.to_string())
+}
+
+/// As [`preload_safetensors`], storing each tensor under `rename(its name)` (a cross-encoder
+/// built from a bare encoder checkpoint moves `embeddings.…` under `bert.`).
+pub fn preload_safetensors_as(
+    varmap: &VarMap,
+    path: &Path,
+    dtype: DType,
+    device: &Device,
+    rename: &dyn Fn(&str) -> String,
+) -> Result<HashSet<String>> {
     let st = open(path)?;
     let mut vars = varmap.data().lock().expect("varmap lock poisoned");
     let mut loaded = HashSet::new();
@@ -56,6 +68,7 @@ pub fn preload_safetensors(
             .load(&name, device)
             .and_then(|t| t.to_dtype(dtype))
             .with_context(|| format!("{}: cannot read tensor `{name}`", path.display()))?;
+        let name = rename(&name);
         vars.insert(name.clone(), Var::from_tensor(&tensor)?);
         loaded.insert(name);
     }

@@ -7,71 +7,86 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::config::TrainConfig;
-use super::dataset::TrainingSet;
-use super::losses::{Loss, LossConfig};
 use super::trainer::TrainOutcome;
 
-pub struct CardFacts<'a> {
-    pub base_model: &'a str,
-    pub data: &'a TrainingSet,
-    pub loss: &'a dyn Loss,
-    pub loss_config: &'a LossConfig,
-    pub config: &'a TrainConfig,
-    pub dev: Option<&'a str>,
-    pub outcome: &'a TrainOutcome,
-    pub device: &'a str,
+/// What kind of model a card describes: the Hub metadata and how to load it.
+#[derive(Debug, Clone, Copy)]
+pub struct ModelKind {
+    pub library: &'static str,
+    pub pipeline_tag: &'static str,
+    /// One sentence: what the model is and how Python loads it.
+    pub load_hint: &'static str,
 }
 
-pub fn write_model_card(path: &Path, f: &CardFacts) -> Result<()> {
+/// What a task tells the card about its run; the loop adds the shared settings.
+pub struct CardFacts<'a> {
+    pub kind: ModelKind,
+    pub base_model: String,
+    pub rows: usize,
+    /// Column names (a label column marked as such), and the first rows' cells.
+    pub columns: Vec<String>,
+    pub sample: Vec<Vec<String>>,
+    pub loss: String,
+    pub loss_settings: serde_json::Value,
+    /// Further lines under the loss (e.g. gradient caching).
+    pub loss_notes: Vec<String>,
+    pub dev: Option<String>,
+    /// The stage's default settings, against which the card lists what was changed.
+    pub defaults: TrainConfig,
+    pub outcome: &'a TrainOutcome,
+    pub device: String,
+}
+
+pub fn write_model_card(path: &Path, f: &CardFacts, config: &TrainConfig) -> Result<()> {
     let mut s = String::new();
     let o = f.outcome;
     writeln!(s, "---")?;
     writeln!(s, "base_model: {}", f.base_model)?;
-    writeln!(s, "library_name: sentence-transformers")?;
-    writeln!(s, "pipeline_tag: sentence-similarity")?;
+    writeln!(s, "library_name: {}", f.kind.library)?;
+    writeln!(s, "pipeline_tag: {}", f.kind.pipeline_tag)?;
     writeln!(
         s,
-        "tags:\n- sentence-transformers\n- ragtune\n- dataset_size:{}\n- loss:{}",
-        f.data.len(),
-        f.loss.name()
+        "tags:\n- {}\n- ragtune\n- dataset_size:{}\n- loss:{}",
+        f.kind.library, f.rows, f.loss
     )?;
     writeln!(s, "---\n")?;
     writeln!(s, "# Fine-tuned from `{}` with ragtune\n", f.base_model)?;
     writeln!(
         s,
-        "A sentence-transformers model (load it with `SentenceTransformer(\"<this folder>\")`) fine-tuned \
-         with ragtune {} on {} training examples.\n",
+        "{} Fine-tuned with ragtune {} on {} training examples.\n",
+        f.kind.load_hint,
         env!("CARGO_PKG_VERSION"),
-        f.data.len()
+        f.rows
     )?;
 
     writeln!(s, "## Training data\n")?;
-    writeln!(
-        s,
-        "{} rows; columns: {}.\n",
-        f.data.len(),
-        column_list(f.data)
-    )?;
-    writeln!(s, "| {} |", f.data.columns.join(" | "))?;
-    writeln!(s, "|{}|", vec![" --- "; f.data.columns.len()].join("|"))?;
-    for row in 0..f.data.len().min(3) {
-        let cells: Vec<String> = f.data.texts.iter().map(|c| cell(&c[row])).collect();
-        writeln!(s, "| {} |", cells.join(" | "))?;
+    let listed: Vec<String> = f.columns.iter().map(|c| format!("`{c}`")).collect();
+    writeln!(s, "{} rows; columns: {}.\n", f.rows, listed.join(", "))?;
+    if let Some(first) = f.sample.first() {
+        let header: Vec<&str> = f
+            .columns
+            .iter()
+            .take(first.len())
+            .map(String::as_str)
+            .collect();
+        writeln!(s, "| {} |", header.join(" | "))?;
+        writeln!(s, "|{}|", vec![" --- "; header.len()].join("|"))?;
+        for row in &f.sample {
+            let cells: Vec<String> = row.iter().map(|c| cell(c)).collect();
+            writeln!(s, "| {} |", cells.join(" | "))?;
+        }
     }
 
     writeln!(s, "\n## Loss\n")?;
-    writeln!(s, "`{}` with `{}`", f.loss.name(), f.loss.settings())?;
-    if let Some(m) = f.loss_config.mini_batch_size {
-        writeln!(
-            s,
-            "\nGradients computed with GradCache in mini-batches of {m}."
-        )?;
+    writeln!(s, "`{}` with `{}`", f.loss, f.loss_settings)?;
+    for note in &f.loss_notes {
+        writeln!(s, "\n{note}")?;
     }
 
     writeln!(s, "\n## Hyper-parameters\n")?;
-    let changed = f.config.non_defaults();
+    let changed = config.non_defaults(&f.defaults);
     if changed.is_empty() {
-        writeln!(s, "All ragtune defaults (`TrainConfig::default()`).")?;
+        writeln!(s, "All of the stage's default settings.")?;
     } else {
         writeln!(s, "Settings that differ from ragtune's defaults:\n")?;
         for (k, v) in changed {
@@ -79,7 +94,7 @@ pub fn write_model_card(path: &Path, f: &CardFacts) -> Result<()> {
         }
     }
 
-    if let (Some(dev), Some(after)) = (f.dev, &o.dev_after) {
+    if let (Some(dev), Some(after)) = (&f.dev, &o.dev_after) {
         writeln!(s, "\n## Evaluation on `{dev}` (dev)\n")?;
         writeln!(s, "| metric | before | after |\n| --- | --- | --- |")?;
         for (name, value) in after {
@@ -91,7 +106,7 @@ pub fn write_model_card(path: &Path, f: &CardFacts) -> Result<()> {
             writeln!(
                 s,
                 "\nBest dev `{}`: {score:.4} at step {step} (saved in `best/`).",
-                f.config.metric_for_best
+                config.metric_for_best
             )?;
         }
     }
@@ -111,14 +126,6 @@ pub fn write_model_card(path: &Path, f: &CardFacts) -> Result<()> {
         f.device
     )?;
     std::fs::write(path, s).with_context(|| format!("writing {}", path.display()))
-}
-
-fn column_list(data: &TrainingSet) -> String {
-    let mut cols: Vec<String> = data.columns.iter().map(|c| format!("`{c}`")).collect();
-    if let Some((name, _)) = &data.labels {
-        cols.push(format!("`{name}` (label)"));
-    }
-    cols.join(", ")
 }
 
 /// A table cell: one line, pipes escaped, long texts cut.

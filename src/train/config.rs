@@ -60,10 +60,46 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    /// The settings that differ from the defaults, as JSON (for the model card).
-    pub fn non_defaults(&self) -> serde_json::Map<String, serde_json::Value> {
+    /// The reranker stage's defaults: batches of 16 rows drawn plainly (a query repeats across
+    /// labeled pairs, so NO_DUPLICATES would starve batches), a learning rate that a freshly
+    /// initialised classification head needs, 10 % warm-up.
+    pub fn rerank() -> Self {
+        Self {
+            batch_size: 16,
+            lr: 5e-5,
+            warmup_ratio: 0.1,
+            batch_sampler: BatchSampler::Plain,
+            ..Self::default()
+        }
+    }
+
+    /// `self` with the fields named in `overrides` replaced (scripts' option maps and the CLI's
+    /// flags arrive this way, so each stage's defaults live in one place); an unknown key or a
+    /// value of the wrong type is an error naming it.
+    pub fn overlay(
+        &self,
+        overrides: serde_json::Map<String, serde_json::Value>,
+    ) -> anyhow::Result<Self> {
+        let serde_json::Value::Object(mut fields) = serde_json::to_value(self)? else {
+            unreachable!("structs serialise to objects")
+        };
+        for (key, value) in overrides {
+            if !fields.contains_key(&key) {
+                let known: Vec<&str> = fields.keys().map(String::as_str).collect();
+                anyhow::bail!(
+                    "unknown training setting `{key}`; known: {}",
+                    known.join(", ")
+                );
+            }
+            fields.insert(key, value);
+        }
+        Ok(serde_json::from_value(serde_json::Value::Object(fields))?)
+    }
+
+    /// The settings that differ from `base` (a stage's defaults), as JSON (for the model card).
+    pub fn non_defaults(&self, base: &Self) -> serde_json::Map<String, serde_json::Value> {
         let mine = serde_json::to_value(self).expect("config serialises");
-        let base = serde_json::to_value(Self::default()).expect("config serialises");
+        let base = serde_json::to_value(base).expect("config serialises");
         let (serde_json::Value::Object(mine), serde_json::Value::Object(base)) = (mine, base)
         else {
             unreachable!("structs serialise to objects")

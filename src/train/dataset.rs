@@ -11,6 +11,22 @@ use crate::data::RetrievalDataset;
 /// Column names that hold targets rather than texts.
 pub const LABEL_COLUMNS: [&str; 4] = ["label", "score", "labels", "scores"];
 
+/// Column names that describe a row rather than hold a text to train on (ragtune's own outputs
+/// carry them: `synth queries` writes `chunk_id` and `generator`). They are never read as texts
+/// unless named explicitly, since an id or the word "ict" read as a hard negative would train
+/// silently on garbage.
+pub const METADATA_COLUMNS: [&str; 9] = [
+    "chunk_id",
+    "doc_id",
+    "query_id",
+    "corpus_id",
+    "generator",
+    "id",
+    "_id",
+    "source",
+    "split",
+];
+
 /// A training set in memory: `texts[column][row]`, and per row its label values.
 #[derive(Debug, Clone)]
 pub struct TrainingSet {
@@ -71,14 +87,35 @@ impl TrainingSet {
     /// in [`LABEL_COLUMNS`] (numeric, or a list of numbers) is the label. `origin` names the file
     /// in errors.
     pub fn from_frame(df: &DataFrame, origin: &str) -> Result<Self> {
+        Self::from_frame_columns(df, origin, &[])
+    }
+
+    /// As [`Self::from_frame`], reading only `columns` (in that order) when any are named; then a
+    /// metadata column is read as text too. Without a selection, [`METADATA_COLUMNS`] are skipped
+    /// and a note on stderr names them.
+    pub fn from_frame_columns(df: &DataFrame, origin: &str, columns: &[String]) -> Result<Self> {
+        if !columns.is_empty() {
+            let names: Vec<&str> = columns.iter().map(String::as_str).collect();
+            crate::data::require_columns(df, &names, origin)?;
+            return Self::read_columns(&df.select(names)?, origin, false);
+        }
+        Self::read_columns(df, origin, true)
+    }
+
+    fn read_columns(df: &DataFrame, origin: &str, skip_metadata: bool) -> Result<Self> {
         if df.height() == 0 {
             bail!("{origin}: the training data has no rows");
         }
         let mut columns = Vec::new();
         let mut texts = Vec::new();
         let mut labels = None;
+        let mut skipped = Vec::new();
         for col in df.columns() {
             let name = col.name().to_string();
+            if skip_metadata && METADATA_COLUMNS.contains(&name.as_str()) {
+                skipped.push(name);
+                continue;
+            }
             if LABEL_COLUMNS.contains(&name.as_str()) {
                 if labels.is_some() {
                     bail!("{origin}: more than one label column (`{name}` and another)");
@@ -107,6 +144,14 @@ impl TrainingSet {
         }
         if columns.is_empty() {
             bail!("{origin}: no text columns (expected e.g. anchor, positive[, negative_1 …])");
+        }
+        if !skipped.is_empty() {
+            eprintln!(
+                "note: {origin}: training on columns {}; metadata column(s) {} not read \
+                 (name columns explicitly to use them)",
+                columns.join(", "),
+                skipped.join(", ")
+            );
         }
         Ok(Self {
             columns,
@@ -195,6 +240,16 @@ impl TrainingSet {
             }
         }
         Ok(DataFrame::new(self.len(), cols)?)
+    }
+}
+
+impl crate::train::sampler::SampleRows for TrainingSet {
+    fn rows(&self) -> usize {
+        self.len()
+    }
+
+    fn row_texts(&self, row: usize) -> Vec<&str> {
+        self.texts.iter().map(|c| c[row].as_str()).collect()
     }
 }
 

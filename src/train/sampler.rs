@@ -5,8 +5,14 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 
-use super::dataset::TrainingSet;
 use crate::rng::Rng;
+
+/// What a sampler needs of a training set: how many rows, and the texts of a row (so that
+/// NO_DUPLICATES can keep a text from appearing twice in one batch).
+pub trait SampleRows {
+    fn rows(&self) -> usize;
+    fn row_texts(&self, row: usize) -> Vec<&str>;
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -22,14 +28,14 @@ pub enum BatchSampler {
 
 /// The batches (row indices) of one epoch; the last may be short.
 pub fn epoch_batches(
-    set: &TrainingSet,
+    set: &dyn SampleRows,
     batch_size: usize,
     sampler: BatchSampler,
     seed: u64,
     epoch: usize,
 ) -> Vec<Vec<usize>> {
     let batch_size = batch_size.max(1);
-    let mut order: Vec<usize> = (0..set.len()).collect();
+    let mut order: Vec<usize> = (0..set.rows()).collect();
     // Mix the epoch into the seed so each epoch has its own order.
     Rng::new(seed ^ (epoch as u64).wrapping_mul(0xA24B_AED4_963E_E407)).shuffle(&mut order);
     match sampler {
@@ -38,14 +44,14 @@ pub fn epoch_batches(
     }
 }
 
-fn no_duplicates(set: &TrainingSet, order: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
+fn no_duplicates(set: &dyn SampleRows, order: &[usize], batch_size: usize) -> Vec<Vec<usize>> {
     let mut remaining: Vec<usize> = order.to_vec();
     let mut batches = Vec::new();
     while !remaining.is_empty() {
         let mut seen: HashSet<&str> = HashSet::new();
         let mut batch = Vec::with_capacity(batch_size);
         for &row in &remaining {
-            let values: Vec<&str> = set.texts.iter().map(|c| c[row].as_str()).collect();
+            let values = set.row_texts(row);
             if values.iter().any(|v| seen.contains(v)) {
                 continue;
             }
@@ -65,6 +71,7 @@ fn no_duplicates(set: &TrainingSet, order: &[usize], batch_size: usize) -> Vec<V
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::TrainingSet;
 
     fn set(anchors: &[&str], positives: &[&str]) -> TrainingSet {
         TrainingSet {

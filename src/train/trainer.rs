@@ -1,4 +1,4 @@
-//! The one training loop every embedding loss plugs into.
+//! The one training loop every model kind plugs into, through [`TrainTask`].
 //!
 //! Plan: the batches of every epoch are fixed up front from the seed, end to end; optimizer step
 //! `s` consumes batches `s·accum … (s+1)·accum`. Everything a step depends on — its batches, its
@@ -11,21 +11,16 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::card::{write_model_card, CardFacts};
+use super::card::write_model_card;
 use super::checkpoint::{self, TrainerState};
 use super::config::TrainConfig;
-use super::dataset::TrainingSet;
 use super::log::{LogEntry, TrainLog};
-use super::losses::LossConfig;
-use super::optim::{AdamW, AdamWConfig, Grads, Params};
+use super::optim::{AdamW, AdamWConfig, Grads};
 use super::sampler::epoch_batches;
 use super::schedule::Schedule;
-use super::step::loss_and_grads;
-use crate::data::RetrievalDataset;
+use super::task::TrainTask;
 use crate::eval::metrics::MetricValues;
-use crate::eval::{evaluate_encoder, RetrievalEvalOptions};
 use crate::fingerprint::Fingerprint;
-use crate::models::{LoadOptions, SentenceEncoder};
 use crate::progress::Progress;
 
 /// What a finished run reports.
@@ -48,29 +43,35 @@ pub struct TrainOutcome {
     pub metric: String,
 }
 
-/// Fine-tunes `encoder` in place on `data` and writes the result to `output`.
-pub struct Trainer<'a> {
-    pub encoder: &'a SentenceEncoder,
-    pub data: &'a TrainingSet,
-    pub loss: LossConfig,
-    pub config: TrainConfig,
-    /// A dev set evaluated before, every `eval_steps`, and after training.
-    pub dev: Option<&'a RetrievalDataset>,
+/// Trains `task` with `config` into `output`. With `resume`, continues from the newest checkpoint
+/// there (settings and data must match); without it, an output folder holding checkpoints is
+/// refused rather than overwritten. At the end the task saves its model there, beside
+/// `train_log.jsonl`, `training.html`, the model card `README.md` and, with dev data, `best/`.
+pub fn fit(
+    task: &dyn TrainTask,
+    config: &TrainConfig,
+    output: &Path,
+    resume: bool,
+) -> Result<TrainOutcome> {
+    Fit {
+        task,
+        config,
+        output,
+    }
+    .run(resume)
 }
 
-impl Trainer<'_> {
-    /// Trains into `output`. With `resume`, continues from the newest checkpoint there (settings
-    /// and data must match); without it, an output folder holding checkpoints is refused rather
-    /// than overwritten.
-    pub fn run(&self, output: &Path, resume: bool) -> Result<TrainOutcome> {
-        let config = &self.config;
+struct Fit<'a> {
+    task: &'a dyn TrainTask,
+    config: &'a TrainConfig,
+    output: &'a Path,
+}
+
+impl Fit<'_> {
+    fn run(&self, resume: bool) -> Result<TrainOutcome> {
+        let (config, output, task) = (self.config, self.output, self.task);
         config.validate()?;
-        let load = LoadOptions {
-            device: self.encoder.device().clone(),
-            dtype: self.encoder.bert.dtype(),
-        };
-        let (loss, mini_batch) = self.loss.build(&load)?;
-        loss.check(self.data)?;
+        task.check()?;
         std::fs::create_dir_all(output)
             .with_context(|| format!("creating {}", output.display()))?;
 
@@ -83,7 +84,7 @@ impl Trainer<'_> {
             total_steps: total,
             decay: config.scheduler,
         };
-        let params = Params::from_varmap(&self.encoder.varmap, |_| false);
+        let params = task.params();
         let mut optimizer = AdamW::new(
             params.clone(),
             AdamWConfig {
@@ -101,10 +102,7 @@ impl Trainer<'_> {
         let mut log = match checkpoint::latest(output)? {
             Some((dir, state)) if resume => {
                 checkpoint::check_fingerprint(&state, &fingerprint, &dir)?;
-                self.encoder
-                    .varmap
-                    .clone()
-                    .load(dir.join("model.safetensors"))
+                task.load_weights(&dir.join("model.safetensors"))
                     .with_context(|| format!("restoring weights from {}", dir.display()))?;
                 optimizer.load(&dir.join("optimizer.safetensors"), state.step)?;
                 (start, best, seconds, resumed_from) = (state.step, state.best, state.seconds, Some(state.step));
@@ -126,7 +124,7 @@ impl Trainer<'_> {
         };
 
         if start == 0 {
-            self.evaluate(0, &mut log, &mut best, output)?;
+            self.evaluate(0, &mut log, &mut best)?;
         }
         let progress = Progress::steps(total as u64, config.progress);
         progress.set_position(start as u64);
@@ -145,7 +143,7 @@ impl Trainer<'_> {
                 fingerprint: fingerprint.clone(),
             };
             checkpoint::save(output, &state, |dir| {
-                self.encoder.save_weights(&dir.join("model.safetensors"))?;
+                task.save_weights(&dir.join("model.safetensors"))?;
                 optimizer.save(&dir.join("optimizer.safetensors"))
             })
         };
@@ -168,28 +166,33 @@ impl Trainer<'_> {
             let micro = &plan[step * config.gradient_accumulation_steps
                 ..((step + 1) * config.gradient_accumulation_steps).min(plan.len())];
             let mut grads = Grads(vec![None; params.len()]);
-            let mut loss_sum = 0.0;
+            let (mut loss_sum, mut weight_sum) = (0.0, 0.0);
             for (_, rows) in micro {
-                let batch = self.data.batch(rows);
-                let (value, g) =
-                    loss_and_grads(self.encoder, &params, loss.as_ref(), &batch, mini_batch)
-                        .with_context(|| format!("training step {}", step + 1))?;
-                if !value.is_finite() {
+                let out = task
+                    .step(&params, rows, step)
+                    .with_context(|| format!("training step {}", step + 1))?;
+                if !out.loss.is_finite() {
                     bail!(
-                        "training step {}: the loss is {value}; lower the learning rate",
-                        step + 1
+                        "training step {}: the loss is {}; lower the learning rate",
+                        step + 1,
+                        out.loss
                     );
                 }
-                loss_sum += value;
+                let mut g = out.grads;
+                if out.weight != 1.0 {
+                    g.scale(out.weight)?;
+                }
+                loss_sum += out.loss * out.weight;
+                weight_sum += out.weight;
                 grads.accumulate(g)?;
             }
-            if micro.len() > 1 {
-                grads.scale(1.0 / micro.len() as f64)?;
+            if weight_sum != 1.0 && weight_sum > 0.0 {
+                grads.scale(1.0 / weight_sum)?;
             }
             let grad_norm = grads.clip(config.max_grad_norm)?;
             let lr = schedule.lr_at(step);
             optimizer.step(&grads, lr)?;
-            let step_loss = loss_sum / micro.len() as f64;
+            let step_loss = loss_sum / weight_sum.max(f64::MIN_POSITIVE);
             seconds += began.elapsed().as_secs_f64();
             log.push(LogEntry::Loss {
                 step: step + 1,
@@ -204,7 +207,7 @@ impl Trainer<'_> {
 
             let done = step + 1;
             if config.eval_steps.is_some_and(|n| done % n == 0) && done < total {
-                self.evaluate(done, &mut log, &mut best, output)?;
+                self.evaluate(done, &mut log, &mut best)?;
             }
             if done % config.save_steps == 0 || done == total {
                 save_checkpoint(done, best, log.entries.len(), seconds, &optimizer)?;
@@ -212,10 +215,10 @@ impl Trainer<'_> {
         }
         progress.finish();
         if !log.evals().any(|(s, _)| s == total) {
-            self.evaluate(total, &mut log, &mut best, output)?;
+            self.evaluate(total, &mut log, &mut best)?;
         }
 
-        self.encoder.save(output)?;
+        task.save_model(output)?;
         log.chart(&config.metric_for_best)
             .write_html(&output.join("training.html"))?;
         let dev_at = |s: usize| {
@@ -235,9 +238,9 @@ impl Trainer<'_> {
             .unwrap_or(f64::NAN);
         let outcome = TrainOutcome {
             output: output.to_path_buf(),
-            loss: loss.name(),
+            loss: task.loss_name(),
             steps: total,
-            examples: self.data.len(),
+            examples: task.rows().rows(),
             seconds,
             seconds_per_step: seconds / total.max(1) as f64,
             final_loss,
@@ -247,31 +250,25 @@ impl Trainer<'_> {
             resumed_from,
             metric: config.metric_for_best.clone(),
         };
-        write_model_card(
-            &output.join("README.md"),
-            &CardFacts {
-                base_model: self.encoder.name(),
-                data: self.data,
-                loss: loss.as_ref(),
-                loss_config: &self.loss,
-                config,
-                dev: self.dev.map(|d| d.name.as_str()),
-                outcome: &outcome,
-                device: &format!("{:?}", self.encoder.device()),
-            },
-        )?;
+        write_model_card(&output.join("README.md"), &task.card(&outcome), config)?;
         Ok(outcome)
     }
 
     /// (epoch, rows) of every batch the run will see, in order: `epochs` epochs, or with
     /// `max_steps` as many epochs as those steps need (as Transformers, max_steps wins).
     fn plan(&self) -> Vec<(usize, Vec<usize>)> {
-        let c = &self.config;
+        let c = self.config;
         let target = c.max_steps.map(|m| m * c.gradient_accumulation_steps);
         let mut plan = vec![];
         let mut epoch = 0;
         while target.map_or(epoch < c.epochs, |t| plan.len() < t) {
-            let batches = epoch_batches(self.data, c.batch_size, c.batch_sampler, c.seed, epoch);
+            let batches = epoch_batches(
+                self.task.rows(),
+                c.batch_size,
+                c.batch_sampler,
+                c.seed,
+                epoch,
+            );
             if batches.is_empty() {
                 break;
             }
@@ -281,50 +278,38 @@ impl Trainer<'_> {
         plan
     }
 
+    /// Dev metrics now, logged; a new best is saved to `best/`.
     fn evaluate(
         &self,
         step: usize,
         log: &mut TrainLog,
         best: &mut Option<(f64, usize)>,
-        output: &Path,
     ) -> Result<()> {
-        let Some(dev) = self.dev else { return Ok(()) };
-        let options = RetrievalEvalOptions {
-            progress: false,
-            ..Default::default()
+        let Some(metrics) = self.task.evaluate().context("evaluating on the dev set")? else {
+            return Ok(());
         };
-        let report =
-            evaluate_encoder(self.encoder, dev, &options).context("evaluating on the dev set")?;
         let metric = &self.config.metric_for_best;
-        let Some(&score) = report.metrics.get(metric) else {
-            bail!("metric_for_best `{metric}` is not among the dev metrics (e.g. ndcg@10, mrr@10, recall@100)");
+        let Some(&score) = metrics.get(metric) else {
+            let known: Vec<&str> = metrics.keys().map(String::as_str).collect();
+            bail!(
+                "metric_for_best `{metric}` is not among the dev metrics ({})",
+                known.join(", ")
+            );
         };
         if best.is_none_or(|(b, _)| score > b) {
             *best = Some((score, step));
-            self.encoder.save(&output.join("best"))?;
+            self.task.save_model(&self.output.join("best"))?;
         }
-        log.push(LogEntry::Eval {
-            step,
-            metrics: report.metrics,
-        })
+        log.push(LogEntry::Eval { step, metrics })
     }
 
-    /// A stable hash of what determines the run: settings, loss, data and base model.
+    /// A stable hash of what determines the run: the shared settings and the task's own.
     fn fingerprint(&self) -> Result<String> {
         let mut config = self.config.clone();
         config.progress = false;
         let mut h = Fingerprint::default();
-        h.text(&serde_json::to_string(&config)?)
-            .text(&serde_json::to_string(&self.loss)?)
-            .text(self.encoder.name());
-        for text in self.data.texts.iter().flatten() {
-            h.text(text);
-        }
-        if let Some((_, labels)) = &self.data.labels {
-            for v in labels.iter().flatten() {
-                h.write(&v.to_le_bytes());
-            }
-        }
+        h.text(&serde_json::to_string(&config)?);
+        self.task.fingerprint(&mut h)?;
         Ok(h.hex())
     }
 }

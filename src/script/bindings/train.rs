@@ -9,7 +9,7 @@ use super::{fail, options, Fallible, Registry};
 use crate::models::{LoadOptions, SentenceEncoder};
 use crate::script::values::{Chart, Dataset, Encoder, Frame, TrainRun};
 use crate::train::log::TrainLog;
-use crate::train::{LossConfig, TrainConfig, Trainer, TrainingSet};
+use crate::train::{EmbedTrainer, LossConfig, TrainConfig, TrainingSet};
 
 pub(super) fn register(r: &mut Registry) {
     r.value::<TrainRun>("TrainRun");
@@ -111,7 +111,7 @@ fn train(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun> {
     let config: TrainConfig = options(opts, "train options")?;
     let set = TrainingSet::from_frame(&data.0, "the training frame").map_err(fail)?;
     let mut encoder = SentenceEncoder::load(model, &LoadOptions::default()).map_err(fail)?;
-    let outcome = Trainer {
+    let outcome = EmbedTrainer {
         encoder: &encoder,
         data: &set,
         loss,

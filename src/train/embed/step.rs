@@ -13,11 +13,11 @@
 use anyhow::{Context, Result};
 use candle_core::{Tensor, Var};
 
-use super::dataset::Batch;
 use super::losses::Loss;
-use super::optim::{Grads, Params};
 use crate::models::bert::Mode;
 use crate::models::SentenceEncoder;
+use crate::train::dataset::Batch;
+use crate::train::optim::{Grads, Params};
 
 /// The loss value and the gradient of every parameter for one batch.
 pub fn loss_and_grads(

@@ -18,9 +18,9 @@ use anyhow::{bail, Result};
 use candle_core::{Tensor, D};
 use serde::{Deserialize, Serialize};
 
-use super::dataset::{Batch, TrainingSet};
 use crate::models::pooling::l2_normalize;
 use crate::models::{LoadOptions, SentenceEncoder};
+use crate::train::dataset::{Batch, TrainingSet};
 
 pub trait Loss: Send + Sync {
     /// The sentence-transformers class this loss reproduces (model cards, logs).

@@ -1,0 +1,256 @@
+//! The reranker stage: fine-tuning a cross-encoder on (query, document) relevance. [`RerankTrainer`]
+//! is the stage's one entry point (the CLI and the script bindings call it); it hands the shared
+//! loop a [`RerankTask`]: the cross-encoder's weights, a batch's loss (pairs chosen by the loss,
+//! scored in one pass or with gradient caching), reranking metrics on dev candidates, and saving
+//! in sentence-transformers' cross-encoder layout.
+
+pub mod data;
+pub mod losses;
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{Tensor, Var};
+
+use super::card::{CardFacts, ModelKind};
+use super::config::TrainConfig;
+use super::optim::{Grads, Params};
+use super::sampler::SampleRows;
+use super::task::{StepOutput, TrainTask};
+use super::trainer::{fit, TrainOutcome};
+use crate::eval::metrics::MetricValues;
+use crate::eval::rerank::{evaluate_reranker, Candidates, RerankEvalOptions};
+use crate::fingerprint::Fingerprint;
+use crate::models::bert::Mode;
+use crate::models::CrossEncoder;
+use crate::rng::Rng;
+pub use data::{RerankBatch, RerankFormat, RerankSet};
+pub use losses::{RerankLoss, RerankLossConfig};
+
+/// Fine-tunes `model` in place on `data` and writes the result to an output folder.
+pub struct RerankTrainer<'a> {
+    pub model: &'a CrossEncoder,
+    pub data: &'a RerankSet,
+    pub loss: RerankLossConfig,
+    /// Shared settings; [`TrainConfig::rerank`] gives this stage's defaults.
+    pub config: TrainConfig,
+    /// Dev candidates reranked before, every `eval_steps`, and after training.
+    pub dev: Option<&'a Candidates>,
+    /// How dev candidates are scored (cut-offs, batch size).
+    pub dev_options: RerankEvalOptions,
+}
+
+impl RerankTrainer<'_> {
+    /// Trains into `output` (see [`fit`]).
+    pub fn run(&self, output: &Path, resume: bool) -> Result<TrainOutcome> {
+        if self.model.num_labels != 1 {
+            bail!(
+                "{} has {} labels; training rerankers with more than one label is not supported yet \
+                 (load it with num_labels 1 for a fresh one-label head)",
+                self.model.name(),
+                self.model.num_labels
+            );
+        }
+        let task = RerankTask {
+            trainer: self,
+            loss: self.loss.build()?,
+        };
+        fit(&task, &self.config, output, resume)
+    }
+}
+
+/// The reranker stage as the training loop sees it.
+pub struct RerankTask<'a> {
+    trainer: &'a RerankTrainer<'a>,
+    loss: Box<dyn RerankLoss>,
+}
+
+impl RerankTask<'_> {
+    /// The loss of a batch and the gradients of `params`: the pairs the loss asks for are scored
+    /// in one differentiable pass, or — with a mini-batch size — first without a graph, then the
+    /// loss's gradient with respect to each logit is pushed back through one mini-batch at a time
+    /// (the same gradients, one mini-batch's activations alive at once).
+    pub fn loss_and_grads(
+        &self,
+        params: &Params,
+        rows: &[usize],
+        step: usize,
+    ) -> Result<(f64, Grads)> {
+        let model = self.trainer.model;
+        let batch = self.trainer.data.batch(rows);
+        // Losses that sample (in-batch negatives) draw from (seed, step, first row): a resumed
+        // run draws the same.
+        let mut rng = Rng::new(
+            self.trainer.config.seed
+                ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                ^ (rows.first().copied().unwrap_or(0) as u64).wrapping_mul(0xA24B_AED4_963E_E407),
+        );
+        let pairs = self.loss.pairs(&batch, &mut rng);
+        let texts: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(r, d)| (batch.queries[*r].as_str(), d.as_str()))
+            .collect();
+        let encodings = model.tokenize_pairs(&texts)?;
+        let refs: Vec<&tokenizers::Encoding> = encodings.iter().collect();
+        let Some(size) = self.loss.mini_batch_size().filter(|&m| m < refs.len()) else {
+            let logits = model.logits(&refs, Mode::Train)?.squeeze(1)?;
+            let value = self.loss.compute(&logits, &batch, &pairs)?;
+            let grads = value.backward().context("back-propagating the loss")?;
+            return Ok((scalar(&value)?, Grads::from_store(params, &grads)));
+        };
+        let size = size.max(1);
+        let chunks: Vec<&[&tokenizers::Encoding]> = refs.chunks(size).collect();
+        let detached: Vec<Tensor> = chunks
+            .iter()
+            .map(|c| Ok(model.logits(c, Mode::Infer)?.squeeze(1)?.detach()))
+            .collect::<Result<_>>()?;
+        let leaf = Var::from_tensor(&Tensor::cat(&detached, 0)?)?;
+        let value = self.loss.compute(leaf.as_tensor(), &batch, &pairs)?;
+        let store = value
+            .backward()
+            .context("back-propagating the loss onto the logits")?;
+        let upstream = match store.get(leaf.as_tensor()) {
+            Some(g) => g.detach(),
+            None => leaf.as_tensor().zeros_like()?,
+        };
+        let mut total = Grads(vec![None; params.len()]);
+        let mut at = 0;
+        for chunk in chunks {
+            let logits = model.logits(chunk, Mode::Train)?.squeeze(1)?;
+            let surrogate = (logits * upstream.narrow(0, at, chunk.len())?)?.sum_all()?;
+            total.accumulate(Grads::from_store(params, &surrogate.backward()?))?;
+            at += chunk.len();
+        }
+        Ok((scalar(&value)?, total))
+    }
+}
+
+impl TrainTask for RerankTask<'_> {
+    fn model_name(&self) -> String {
+        self.trainer.model.name().to_string()
+    }
+
+    fn loss_name(&self) -> String {
+        self.loss.name()
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.trainer.data.is_empty() {
+            bail!("the reranker training data has no rows");
+        }
+        self.loss.check(self.trainer.data)
+    }
+
+    fn rows(&self) -> &dyn SampleRows {
+        self.trainer.data
+    }
+
+    fn params(&self) -> Params {
+        Params::from_varmap(&self.trainer.model.varmap, |_| false)
+    }
+
+    fn step(&self, params: &Params, rows: &[usize], step: usize) -> Result<StepOutput> {
+        let (loss, grads) = self.loss_and_grads(params, rows, step)?;
+        Ok(StepOutput {
+            loss,
+            grads,
+            weight: 1.0,
+        })
+    }
+
+    fn evaluate(&self) -> Result<Option<MetricValues>> {
+        let Some(dev) = self.trainer.dev else {
+            return Ok(None);
+        };
+        let options = RerankEvalOptions {
+            progress: false,
+            ..self.trainer.dev_options.clone()
+        };
+        Ok(Some(
+            evaluate_reranker(self.trainer.model, dev, &options)?.reranked_metrics,
+        ))
+    }
+
+    fn save_model(&self, dir: &Path) -> Result<()> {
+        self.trainer.model.save(dir)
+    }
+
+    fn save_weights(&self, path: &Path) -> Result<()> {
+        self.trainer.model.save_weights(path)
+    }
+
+    fn load_weights(&self, path: &Path) -> Result<()> {
+        Ok(self.trainer.model.varmap.clone().load(path)?)
+    }
+
+    fn fingerprint(&self, h: &mut Fingerprint) -> Result<()> {
+        let t = self.trainer;
+        h.text(&serde_json::to_string(&t.loss)?)
+            .text(t.model.name())
+            .text(&t.model.max_length.to_string());
+        for ((q, docs), labels) in t
+            .data
+            .queries
+            .iter()
+            .zip(&t.data.documents)
+            .zip(&t.data.labels)
+        {
+            h.text(q);
+            for d in docs {
+                h.text(d);
+            }
+            for l in labels {
+                h.write(&l.to_le_bytes());
+            }
+        }
+        for v in t.data.teacher.iter().flatten().flatten() {
+            h.write(&v.to_le_bytes());
+        }
+        Ok(())
+    }
+
+    fn card<'a>(&'a self, outcome: &'a TrainOutcome) -> CardFacts<'a> {
+        let t = self.trainer;
+        let d = t.data;
+        let sample = (0..d.len().min(3))
+            .map(|r| {
+                let mut row = vec![d.queries[r].clone()];
+                row.extend(
+                    d.documents[r]
+                        .iter()
+                        .take(d.columns.len().saturating_sub(2).max(1))
+                        .cloned(),
+                );
+                row
+            })
+            .collect();
+        CardFacts {
+            kind: ModelKind {
+                library: "sentence-transformers",
+                pipeline_tag: "text-ranking",
+                load_hint: "A cross-encoder reranker: `CrossEncoder(\"<this folder>\")` in sentence-transformers, \
+                            or `AutoModelForSequenceClassification` in transformers.",
+            },
+            base_model: t.model.name().to_string(),
+            rows: d.len(),
+            columns: d.columns.clone(),
+            sample,
+            loss: self.loss.name(),
+            loss_settings: self.loss.settings(),
+            loss_notes: vec![format!(
+                "{} (query, document) pairs in {} rows; pairs truncated to {} tokens.",
+                d.pair_count(),
+                d.len(),
+                t.model.max_length
+            )],
+            dev: t.dev.map(|c| format!("{} (top {} of {})", c.name, t.dev_options.top_k, c.retriever)),
+            defaults: TrainConfig::rerank(),
+            outcome,
+            device: format!("{:?}", t.model.device()),
+        }
+    }
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    Ok(t.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?)
+}
