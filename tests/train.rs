@@ -6,10 +6,8 @@ mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use candle_core::{DType, Tensor};
+use candle_core::DType;
 use polars::prelude::*;
 use ragtune::models::LoadOptions;
 use ragtune::train::embed::step::loss_and_grads;
@@ -340,96 +338,15 @@ fn cli_args(dir: &Path, output: &Path) -> Vec<String> {
     .collect()
 }
 
-fn load_tensors(path: &Path) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap()
-}
-
-fn losses(log: &Path) -> Vec<String> {
-    std::fs::read_to_string(log)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            format!("{} {} {} {}", v["kind"], v["step"], v["loss"], v["lr"])
-        })
-        .collect()
-}
-
 #[test]
 fn sigkill_then_resume_reaches_the_uninterrupted_weights() {
     let tmp = tempfile::tempdir().unwrap();
-    let whole = tmp.path().join("whole");
-    let killed = tmp.path().join("killed");
-    let bin = env!("CARGO_BIN_EXE_ragtune");
     prepare(tmp.path());
-
-    let status = Command::new(bin)
-        .args(cli_args(tmp.path(), &whole))
-        .stderr(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-
-    // Kill -9 once a few checkpoints exist, well before the end (5 batches × 60 epochs = 300 steps).
-    let mut child = Command::new(bin)
-        .args(cli_args(tmp.path(), &killed))
-        .stderr(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while !killed.join("checkpoints/step-9").is_dir() {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no checkpoint appeared"
-        );
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    child.kill().unwrap(); // SIGKILL on Unix
-    child.wait().unwrap();
-    assert!(
-        !killed.join("model.safetensors").exists(),
-        "the killed run must not have finished"
-    );
-
-    let mut args = cli_args(tmp.path(), &killed);
-    args.push("--resume".into());
-    let out = Command::new(bin).args(&args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming from"));
-    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(outcome["resumed_from"].as_u64().unwrap() >= 9);
-
-    let (a, b) = (
-        load_tensors(&whole.join("model.safetensors")),
-        load_tensors(&killed.join("model.safetensors")),
-    );
-    assert_eq!(a.len(), b.len());
-    for (name, t) in &a {
-        assert_eq!(
-            common::max_abs_diff(t, &b[name]),
-            0.0,
-            "{name} differs after resume"
-        );
-    }
-    let base = load_tensors(&tmp.path().join("model/model.safetensors"));
-    assert!(
-        a.iter()
-            .any(|(n, t)| common::max_abs_diff(t, &base[n]) > 1e-4),
-        "training changed nothing"
-    );
-    assert_eq!(
-        losses(&whole.join("train_log.jsonl")),
-        losses(&killed.join("train_log.jsonl")),
-        "the logs tell the same run"
+    // 5 batches × 60 epochs = 300 steps; killed once step 9 is checkpointed.
+    common::kill_resume_matches_whole_run(
+        tmp.path(),
+        &|output| cli_args(tmp.path(), output),
+        &tmp.path().join("model/model.safetensors"),
+        9,
     );
 }

@@ -1,16 +1,62 @@
-//! `ragtune eval retrieval`.
+//! `ragtune eval retrieval` (optionally with a reranking second stage) and `ragtune eval rerank`.
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use ragtune::eval::{compare_models, comparison_frame, evaluate_encoder, RetrievalEvalOptions};
-use ragtune::models::{LoadOptions, SentenceEncoder};
+use ragtune::eval::{
+    compare_models, comparison_frame, evaluate_encoder, evaluate_reranker, Candidates,
+    RerankEvalOptions, RerankReport, RetrievalEvalOptions,
+};
+use ragtune::models::{CrossEncoder, CrossEncoderOptions, LoadOptions, SentenceEncoder};
 
 #[derive(Subcommand)]
 pub enum EvalCommand {
     /// Retrieval metrics of a sentence encoder on a BEIR folder.
     Retrieval(RetrievalArgs),
+    /// A retriever's top-k reranked by a cross-encoder: retriever vs reranked, side by side.
+    Rerank(RerankArgs),
+}
+
+#[derive(Args)]
+pub struct RerankArgs {
+    /// First stage: a sentence encoder (folder or hub id).
+    #[arg(long, default_value = "sentence-transformers/all-MiniLM-L6-v2")]
+    retriever: String,
+    /// Second stage: a cross-encoder folder or hub id.
+    #[arg(long)]
+    reranker: String,
+    /// BEIR folder (corpus.jsonl, queries.jsonl, qrels/).
+    #[arg(long, conflicts_with = "candidates")]
+    beir: Option<PathBuf>,
+    /// qrels split: reads qrels/<split>.tsv.
+    #[arg(long, default_value = "test")]
+    split: String,
+    /// Instead of a retriever: a table of `{query, positive: […], negative: […]}` or `{query,
+    /// documents: […], positive: […] | labels: […]}` rows (the given order is the first stage).
+    #[arg(long)]
+    candidates: Option<PathBuf>,
+    /// Candidates per query.
+    #[arg(long, default_value_t = 100)]
+    top_k: usize,
+    /// Truncate (query, document) pairs to this many tokens.
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Add relevant documents the retriever missed to the candidates (sentence-transformers'
+    /// evaluator does by default; it overstates what the pipeline achieves).
+    #[arg(long)]
+    include_positives: bool,
+    /// Cut-offs, comma separated.
+    #[arg(long, default_value = "1,3,5,10,100")]
+    k: String,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    /// Write a bar chart of retriever vs reranked here (.html).
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// Print `{"retriever": {…}, "reranked": {…}}` on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -32,6 +78,12 @@ pub struct RetrievalArgs {
     /// Score with only the first N embedding components (Matryoshka-trained models).
     #[arg(long)]
     truncate_dim: Option<usize>,
+    /// Rerank each query's top --rerank-top-k with this cross-encoder and report retriever vs
+    /// reranked (one --model only).
+    #[arg(long)]
+    rerank: Option<String>,
+    #[arg(long, default_value_t = 100)]
+    rerank_top_k: usize,
     /// Print one JSON object (`{"ndcg@10": …}`) on stdout instead of a table; with several
     /// models, one such object per model, keyed by model.
     #[arg(long)]
@@ -39,7 +91,29 @@ pub struct RetrievalArgs {
 }
 
 pub fn run(cmd: EvalCommand) -> Result<()> {
-    let EvalCommand::Retrieval(args) = cmd;
+    let args = match cmd {
+        EvalCommand::Retrieval(args) => args,
+        EvalCommand::Rerank(args) => return rerank(args),
+    };
+    if let Some(reranker) = &args.rerank {
+        let [model] = args.model.as_slice() else {
+            anyhow::bail!("--rerank takes one --model (the retriever)");
+        };
+        return rerank(RerankArgs {
+            retriever: model.clone(),
+            reranker: reranker.clone(),
+            beir: Some(args.beir),
+            split: args.split,
+            candidates: None,
+            top_k: args.rerank_top_k,
+            max_length: None,
+            include_positives: false,
+            k: args.k,
+            batch_size: args.batch_size,
+            chart: None,
+            json: args.json,
+        });
+    }
     let options = RetrievalEvalOptions {
         ks: super::parse_ks(&args.k)?,
         batch_size: args.batch_size,
@@ -83,5 +157,60 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
         );
         println!("{}", comparison_frame(&reports)?);
     }
+    Ok(())
+}
+
+fn rerank(args: RerankArgs) -> Result<()> {
+    let options = RerankEvalOptions {
+        top_k: args.top_k,
+        ks: super::parse_ks(&args.k)?,
+        include_positives: args.include_positives,
+        batch_size: args.batch_size,
+        progress: true,
+    };
+    let candidates = match (&args.beir, &args.candidates) {
+        (Some(dir), None) => {
+            let dataset = ragtune::data::load_beir(dir, &args.split)?;
+            let retriever = SentenceEncoder::load(&args.retriever, &LoadOptions::default())?;
+            Candidates::retrieve(&retriever, &dataset, &options)?
+        }
+        (None, Some(file)) => Candidates::from_frame(
+            &ragtune::data::read_table(file)?,
+            &file.display().to_string(),
+        )?,
+        _ => anyhow::bail!("give --beir DIR (and --split) or --candidates FILE"),
+    };
+    let reranker = CrossEncoder::load(
+        &args.reranker,
+        &LoadOptions::default(),
+        &CrossEncoderOptions {
+            max_length: args.max_length,
+            ..Default::default()
+        },
+    )?;
+    let report = evaluate_reranker(&reranker, &candidates, &options)?;
+    if let Some(path) = &args.chart {
+        report.chart().write_html(path)?;
+    }
+    print_rerank(&report, args.json)
+}
+
+fn print_rerank(report: &RerankReport, json: bool) -> Result<()> {
+    if json {
+        println!("{}", report.metrics_json());
+        return Ok(());
+    }
+    println!(
+        "{} reranked by {} on {} ({} queries, top {} = {} pairs, {:.1} s, {:.0} pairs/s)",
+        report.retriever,
+        report.reranker,
+        report.dataset,
+        report.queries,
+        report.top_k,
+        report.pairs,
+        report.rerank_seconds,
+        report.pairs as f64 / report.rerank_seconds.max(1e-9)
+    );
+    println!("{}", report.to_frame()?);
     Ok(())
 }

@@ -8,6 +8,7 @@ mod generate;
 mod kernel;
 mod mine;
 mod repl;
+mod rerank;
 mod run;
 mod serve;
 mod synth;
@@ -41,6 +42,8 @@ enum Command {
     Train(train::TrainCommand),
     /// Mine hard negatives for (query, positive) pairs with an embedding model.
     Mine(mine::MineArgs),
+    /// Score (query, document) pairs or candidate lists with a cross-encoder.
+    Rerank(rerank::RerankArgs),
     /// Answers from a language model (local or OpenAI-compatible).
     Generate(generate::GenerateArgs),
     /// Documents → token-bounded chunks on sentence boundaries.
@@ -63,6 +66,7 @@ pub fn main() -> Result<()> {
         Command::Run(args) => run::run(args),
         Command::Train(cmd) => train::run(cmd),
         Command::Mine(args) => mine::run(args),
+        Command::Rerank(args) => rerank::run(args),
         Command::Generate(args) => generate::run(args),
         Command::Chunk(args) => chunk::run(args),
         Command::Synth(cmd) => synth::run(cmd),

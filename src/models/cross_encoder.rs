@@ -265,15 +265,24 @@ impl CrossEncoder {
         let tokenizer_path = source.file("tokenizer.json")?;
         let tokenizer = Tokenizer::from_file(&tokenizer_path)
             .map_err(|e| anyhow::anyhow!("{}: {e}", tokenizer_path.display()))?;
-        let model_max = source
-            .optional_file("tokenizer_config.json")?
-            .map(|p| read_json::<serde_json::Value>(&p))
-            .transpose()?
-            .and_then(|t| t["model_max_length"].as_u64())
-            .map(|m| m as usize);
+        // The saved limit: a cross-encoder's `max_seq_length`, else the tokenizer's (a bi-encoder's
+        // `max_seq_length` is for single texts, and sentence-transformers ignores it here too).
+        let limit = |file: &str, key: &str| -> Result<Option<usize>> {
+            Ok(source
+                .optional_file(file)?
+                .map(|p| read_json::<serde_json::Value>(&p))
+                .transpose()?
+                .and_then(|t| t[key].as_u64())
+                .map(|m| m as usize))
+        };
         let max_length = options
             .max_length
-            .or(model_max)
+            .or(if has_head {
+                limit("sentence_bert_config.json", "max_seq_length")?
+            } else {
+                None
+            })
+            .or(limit("tokenizer_config.json", "model_max_length")?)
             .unwrap_or(512)
             .min(config.max_position_embeddings);
 
@@ -563,6 +572,68 @@ impl CrossEncoder {
         Ok(ranked)
     }
 
+    /// Scores a table: rows `{query, document}` gain a `score` column, rows `{query, documents:
+    /// [...]}` a `scores` list column (one score per document, in order). `origin` names the
+    /// table in errors.
+    pub fn score_frame(
+        &self,
+        frame: &polars::prelude::DataFrame,
+        origin: &str,
+        options: &PredictOptions,
+    ) -> Result<polars::prelude::DataFrame> {
+        use crate::data::table::str_column;
+        use polars::prelude::*;
+        let queries = str_column(frame, "query")
+            .map_err(|_| anyhow::anyhow!("{origin}: needs a `query` column"))?;
+        let mut out = frame.clone();
+        if frame.column("document").is_ok() {
+            let docs = str_column(frame, "document")?;
+            let pairs: Vec<(&str, &str)> = queries
+                .iter()
+                .zip(&docs)
+                .map(|(q, d)| (q.as_str(), d.as_str()))
+                .collect();
+            out.with_column(Column::new("score".into(), self.score(&pairs, options)?))?;
+            return Ok(out);
+        }
+        let Ok(lists) = frame.column("documents") else {
+            bail!("{origin}: expected a `document` column (pairs) or a `documents` list column");
+        };
+        let lists = lists
+            .as_materialized_series()
+            .list()
+            .map_err(|_| anyhow::anyhow!("{origin}: `documents` must be a list of strings"))?;
+        let mut docs: Vec<Vec<String>> = Vec::with_capacity(lists.len());
+        for row in 0..lists.len() {
+            let s = lists.get_as_series(row).unwrap_or_default();
+            let texts = s.str().map_err(|_| {
+                anyhow::anyhow!("{origin}: row {}: `documents` must be strings", row + 1)
+            })?;
+            docs.push(
+                texts
+                    .iter()
+                    .map(|x| x.unwrap_or_default().to_string())
+                    .collect(),
+            );
+        }
+        let pairs: Vec<(&str, &str)> = queries
+            .iter()
+            .zip(&docs)
+            .flat_map(|(q, ds)| ds.iter().map(move |d| (q.as_str(), d.as_str())))
+            .collect();
+        let scores = self.score(&pairs, options)?;
+        let mut at = 0;
+        let per_row: Vec<Series> = docs
+            .iter()
+            .map(|ds| {
+                at += ds.len();
+                Series::new("".into(), &scores[at - ds.len()..at])
+            })
+            .collect();
+        out.with_column(Column::new("scores".into(), per_row))?;
+        Ok(out)
+    }
+
     /// Every trainable weight under its checkpoint name (checkpoints and `model.safetensors`).
     pub fn save_weights(&self, path: &Path) -> Result<()> {
         super::save::save_varmap(&self.varmap, path)
@@ -590,11 +661,22 @@ impl CrossEncoder {
                 "__version__": {"ragtune": env!("CARGO_PKG_VERSION")},
                 "model_type": "CrossEncoder",
                 "activation_fn": self.activation.torch_name(),
+                "prompts": {}, "default_prompt_name": null,
             }),
         )?;
         write_json(
             &dir.join("sentence_bert_config.json"),
-            &json!({"max_seq_length": self.max_length, "do_lower_case": false}),
+            &json!({
+                "transformer_task": "sequence-classification",
+                "modality_config": {"text": {"method": "forward", "method_output_name": "logits"}},
+                "module_output_name": "scores",
+                "max_seq_length": self.max_length,
+            }),
+        )?;
+        write_json(
+            &dir.join("modules.json"),
+            &json!([{"idx": 0, "name": "0", "path": "",
+                     "type": "sentence_transformers.base.modules.transformer.Transformer"}]),
         )?;
         self.save_weights(&dir.join("model.safetensors"))?;
         super::save::save_tokenizer(&self.tokenizer, self.tokenizer_dir.as_deref(), dir)

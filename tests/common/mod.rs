@@ -208,3 +208,101 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .map(|(x, y)| (x - y).abs())
         .fold(0.0, f32::max)
 }
+
+/// Runs `ragtune` with `args(output)` once to the end and once killed with SIGKILL after its
+/// `kill_after` checkpoint, then resumed; asserts that both end on bit-identical weights and the
+/// same log, and that training moved the weights away from `base_weights`.
+pub fn kill_resume_matches_whole_run(
+    dir: &Path,
+    args: &dyn Fn(&Path) -> Vec<String>,
+    base_weights: &Path,
+    kill_after: usize,
+) {
+    use std::process::{Command, Stdio};
+    use std::time::{Duration, Instant};
+    let bin = env!("CARGO_BIN_EXE_ragtune");
+    let (whole, killed) = (dir.join("whole"), dir.join("killed"));
+    let out = Command::new(bin).args(args(&whole)).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut child = Command::new(bin)
+        .args(args(&killed))
+        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !killed
+        .join(format!("checkpoints/step-{kill_after}"))
+        .is_dir()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no checkpoint appeared"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL on Unix
+    child.wait().unwrap();
+    assert!(
+        !killed.join("model.safetensors").exists(),
+        "the killed run must not have finished"
+    );
+
+    let mut resumed = args(&killed);
+    resumed.push("--resume".into());
+    let out = Command::new(bin).args(&resumed).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("resuming from"));
+    let outcome: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(outcome["resumed_from"].as_u64().unwrap() >= kill_after as u64);
+
+    let load = |p: &Path| candle_core::safetensors::load(p, &Device::Cpu).unwrap();
+    let (a, b) = (
+        load(&whole.join("model.safetensors")),
+        load(&killed.join("model.safetensors")),
+    );
+    assert_eq!(a.len(), b.len());
+    for (name, t) in &a {
+        assert_eq!(
+            max_abs_diff(t, &b[name]),
+            0.0,
+            "{name} differs after resume"
+        );
+    }
+    let base = load(base_weights);
+    assert!(
+        a.iter()
+            .any(|(n, t)| base.get(n).is_some_and(|b| max_abs_diff(t, b) > 1e-4)),
+        "training changed nothing"
+    );
+    assert_eq!(
+        log_lines(&whole.join("train_log.jsonl")),
+        log_lines(&killed.join("train_log.jsonl")),
+        "the logs tell the same run"
+    );
+}
+
+/// kind, step, loss and learning rate of every line of a training log.
+fn log_lines(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            format!("{} {} {} {}", v["kind"], v["step"], v["loss"], v["lr"])
+        })
+        .collect()
+}

@@ -51,11 +51,15 @@ impl RerankTrainer<'_> {
                 self.model.num_labels
             );
         }
-        let task = RerankTask {
+        fit(&self.task()?, &self.config, output, resume)
+    }
+
+    /// What the loop trains: this trainer's model, data and loss.
+    pub fn task(&self) -> Result<RerankTask<'_>> {
+        Ok(RerankTask {
             trainer: self,
             loss: self.loss.build()?,
-        };
-        fit(&task, &self.config, output, resume)
+        })
     }
 }
 
