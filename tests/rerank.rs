@@ -628,3 +628,51 @@ fn reranking_keeps_missed_documents_missed_unless_asked() {
     assert_eq!(report.to_frame().unwrap().height(), 12);
     assert!(report.metrics_json()["reranked"]["ndcg@1"].is_number());
 }
+
+#[test]
+fn mining_rescores_with_a_cross_encoder_when_scores_are_compared() {
+    use ragtune::mine::{mine_hard_negatives, MineOptions, OutputFormat, Rescorer};
+    let tmp = tempfile::tempdir().unwrap();
+    let encoder = ragtune::SentenceEncoder::load(
+        common::write_tiny_model(&tmp.path().join("bi"), 24)
+            .to_str()
+            .unwrap(),
+        &LoadOptions::default(),
+    )
+    .unwrap();
+    let reranker = load(
+        &common::write_tiny_model(&tmp.path().join("ce"), 24),
+        DType::F32,
+    );
+    let corpus: Vec<String> = (0..10)
+        .map(|i| format!("{} {} comb", common::WORDS[i], common::WORDS[i + 2]))
+        .collect();
+    let pairs = df!("query" => ["what is wax", "the queen"], "answer" => ["wax in the hive", "a queen bee"]).unwrap();
+    let options = MineOptions {
+        num_negatives: 2,
+        output_format: OutputFormat::LabeledPair,
+        progress: false,
+        ..Default::default()
+    };
+    let expected: Vec<f32> = ["wax in the hive", "a queen bee"]
+        .iter()
+        .zip(["what is wax", "the queen"])
+        .map(|(d, q)| Rescorer::score(&reranker, q, &[*d]).unwrap()[0])
+        .collect();
+    // No margin and no max_score: the cross-encoder would change nothing and is not run.
+    let plain =
+        mine_hard_negatives(&encoder, &pairs, Some(&corpus), &options, Some(&reranker)).unwrap();
+    assert_ne!(plain.positive_scores, expected);
+    // With max_score, positives and candidates are scored by the cross-encoder (sigmoid scores).
+    let options = MineOptions {
+        max_score: Some(0.99),
+        ..options
+    };
+    let rescored =
+        mine_hard_negatives(&encoder, &pairs, Some(&corpus), &options, Some(&reranker)).unwrap();
+    assert_eq!(rescored.positive_scores, expected);
+    assert!(rescored
+        .negative_scores
+        .iter()
+        .all(|s| (0.0..=0.99).contains(s)));
+}

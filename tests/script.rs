@@ -220,6 +220,79 @@ fn a_recipe_splits_mines_trains_and_compares() {
 }
 
 #[test]
+fn a_recipe_trains_and_evaluates_a_reranker() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::write_tiny_model(&tmp.path().join("m"), 16);
+    bee_beir(&tmp.path().join("b"));
+    let mut s = session(&[
+        ("model", model.as_path()),
+        ("dir", &tmp.path().join("b")),
+        ("out", &tmp.path().join("reranker")),
+    ]);
+    let result = s
+        .eval(
+            r#"
+            let parts = split_queries(load_beir(dir, "all"), 0.25, 7);
+            let retriever = load_encoder(model);
+            let mined = mine(retriever, training_pairs(parts[0]), parts[0],
+                             #{ num_negatives: 2, range_min: 1, output_format: "labeled_pair" });
+            let run = train_reranker(model, mined.frame, #{ output: out, loss: #{ name: "bce", pos_weight: 2.0 },
+                                     max_steps: 3, batch_size: 4, lr: 0.01, dev: parts[1], retriever: retriever,
+                                     dev_top_k: 5, progress: false });
+            let ce = run.reranker;
+            let report = evaluate_reranker(retriever, ce, parts[1], #{ top_k: 5, ks: [1, 5], progress: false });
+            let ranked = ce.rerank("what bee", ["the hive", "the bee of the comb", "wax"]);
+            let rescored = mine(retriever, training_pairs(parts[0]), parts[0], load_reranker(out),
+                                #{ num_negatives: 1, max_score: 0.99, progress: false });
+            [run.summary(), report.metrics(), report.table().len(), ranked.len(), ranked.columns(),
+             ce.score(mined.frame).columns(), rescored.frame.len(), to_string(ce)]
+            "#,
+            "reranker.rhai",
+        )
+        .unwrap()
+        .into_array()
+        .unwrap();
+    let summary = result[0].clone().cast::<rhai::Map>();
+    assert_eq!(summary["steps"].as_int().unwrap(), 3);
+    assert!(summary["dev_before"].is_map() && summary["dev_after"].is_map());
+    assert_eq!(
+        summary["loss"].clone().into_string().unwrap(),
+        "BinaryCrossEntropyLoss"
+    );
+    let metrics = result[1].clone().cast::<rhai::Map>();
+    assert!(metrics["retriever"].is_map() && metrics["reranked"].is_map());
+    assert_eq!(
+        result[2].as_int().unwrap(),
+        12,
+        "6 metric families at 2 cut-offs"
+    );
+    assert_eq!(result[3].as_int().unwrap(), 3);
+    assert!(format!("{:?}", result[4]).contains("score"));
+    assert!(format!("{:?}", result[5]).contains("\"score\""));
+    assert!(result[6].as_int().unwrap() > 0);
+    assert!(result[7]
+        .clone()
+        .into_string()
+        .unwrap()
+        .starts_with("Reranker("));
+    assert!(tmp
+        .path()
+        .join("reranker/config_sentence_transformers.json")
+        .is_file());
+
+    // A reranker run has no encoder, and a loss setting of another loss is named.
+    let err = s.eval("run.encoder", "r.rhai").unwrap_err();
+    assert!(err.message.contains("run.reranker"), "{err}");
+    let err = s
+        .eval(
+            r#"train_reranker(model, mined.frame, #{ output: out + "2", loss: #{ name: "list_net", pos_weight: 2 } })"#,
+            "r.rhai",
+        )
+        .unwrap_err();
+    assert!(err.message.contains("pos_weight"), "{err}");
+}
+
+#[test]
 fn a_recipe_turns_documents_into_pairs_with_a_local_model_and_ict() {
     let tmp = tempfile::tempdir().unwrap();
     let docs = tmp.path().join("docs");

@@ -52,6 +52,10 @@ pub struct MineArgs {
     seed: u64,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// Rescore candidates and positives with this cross-encoder before filtering (used when
+    /// --max-score or a margin is set, as sentence-transformers' `cross_encoder=`).
+    #[arg(long)]
+    cross_encoder: Option<String>,
 }
 
 fn parse_sampling(s: &str) -> Result<Sampling> {
@@ -79,7 +83,17 @@ pub fn run(a: MineArgs) -> Result<()> {
         cache_dir: a.cache_dir,
         progress: true,
     };
-    let mined = mine_hard_negatives(&encoder, &pairs, corpus.as_deref(), &options, None)?;
+    let cross_encoder = a
+        .cross_encoder
+        .as_deref()
+        .map(|m| {
+            ragtune::models::CrossEncoder::load(m, &LoadOptions::default(), &Default::default())
+        })
+        .transpose()?;
+    let rescorer = cross_encoder
+        .as_ref()
+        .map(|c| c as &dyn ragtune::mine::Rescorer);
+    let mined = mine_hard_negatives(&encoder, &pairs, corpus.as_deref(), &options, rescorer)?;
     write_table(&mined.frame, &a.output)?;
     if let Some(chart) = &a.chart {
         mined.chart().write_html(chart)?;

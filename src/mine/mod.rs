@@ -29,9 +29,26 @@ pub use output::OutputFormat;
 pub use select::{Filters, Sampling};
 
 /// Scores (query, documents) pairs more precisely than the embedding model, e.g. a cross-encoder.
-/// When given, the `range_max` candidates and the positives are rescored before filtering.
+/// As sentence-transformers' `cross_encoder=`: when given and a margin or `max_score` is set (the
+/// filters that compare scores), the `range_max` candidates and the positives are rescored before
+/// filtering; otherwise it would change nothing and is not run.
 pub trait Rescorer: Send + Sync {
     fn score(&self, query: &str, documents: &[&str]) -> Result<Vec<f32>>;
+}
+
+/// A cross-encoder rescores with its own activation, as `CrossEncoder.predict` does.
+impl Rescorer for crate::models::CrossEncoder {
+    fn score(&self, query: &str, documents: &[&str]) -> Result<Vec<f32>> {
+        let pairs: Vec<(&str, &str)> = documents.iter().map(|d| (query, *d)).collect();
+        crate::models::CrossEncoder::score(
+            self,
+            &pairs,
+            &crate::models::PredictOptions {
+                progress: false,
+                ..Default::default()
+            },
+        )
+    }
 }
 
 /// The knobs of [`mine_hard_negatives`]. Scripts pass a map with these keys; unknown keys are
@@ -240,6 +257,25 @@ pub fn mine_hard_negatives(
     )?;
     let positive_scores = pair_scores(&query_emb, &doc_emb, &positives_of)?;
 
+    let compares_scores = options.max_score.is_some()
+        || options.absolute_margin.is_some()
+        || options.relative_margin.is_some();
+    if rescorer.is_some() && !compares_scores {
+        eprintln!(
+            "note: the cross-encoder is not used: it rescores only when max_score or a margin is set \
+             (as sentence-transformers)"
+        );
+    }
+    let rescorer = rescorer.filter(|_| compares_scores);
+    let progress = crate::progress::Progress::new(
+        if rescorer.is_some() {
+            queries.len() as u64
+        } else {
+            0
+        },
+        "rescoring",
+        options.progress && rescorer.is_some(),
+    );
     let mut rng = Rng::new(options.seed);
     let mut negatives_of: Vec<Vec<(usize, f32)>> = Vec::with_capacity(queries.len());
     let mut pos_scores_of = positive_scores;
@@ -258,6 +294,8 @@ pub fn mine_hard_negatives(
             candidates.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
             let pos_texts: Vec<&str> = positives_of[qi].iter().map(|&d| docs[d].as_str()).collect();
             pos_scores_of[qi] = r.score(&queries[qi], &pos_texts)?;
+            progress.inc(1);
+            crate::interrupt::check()?;
         }
         let lowest_positive = pos_scores_of[qi]
             .iter()
@@ -271,6 +309,7 @@ pub fn mine_hard_negatives(
         ));
     }
 
+    progress.finish();
     let short_queries = negatives_of
         .iter()
         .filter(|n| n.len() < options.num_negatives)

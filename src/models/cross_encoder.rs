@@ -573,8 +573,10 @@ impl CrossEncoder {
     }
 
     /// Scores a table: rows `{query, document}` gain a `score` column, rows `{query, documents:
-    /// [...]}` a `scores` list column (one score per document, in order). `origin` names the
-    /// table in errors.
+    /// [...]}` a `scores` list column (one score per document, in order). Without those names the
+    /// columns are taken by position, as the trainers read them: the first text column is the
+    /// query, the second text column (or the first list column) the document(s). `origin` names
+    /// the table in errors.
     pub fn score_frame(
         &self,
         frame: &polars::prelude::DataFrame,
@@ -583,11 +585,36 @@ impl CrossEncoder {
     ) -> Result<polars::prelude::DataFrame> {
         use crate::data::table::str_column;
         use polars::prelude::*;
-        let queries = str_column(frame, "query")
-            .map_err(|_| anyhow::anyhow!("{origin}: needs a `query` column"))?;
+        let named = |name: &str, kind: fn(&DataType) -> bool| -> Option<String> {
+            match frame.column(name) {
+                Ok(c) if kind(c.dtype()) => Some(name.to_string()),
+                _ => None,
+            }
+        };
+        let is_text = |d: &DataType| d == &DataType::String;
+        let is_list = |d: &DataType| matches!(d, DataType::List(inner) if inner.as_ref() == &DataType::String);
+        let texts: Vec<String> = frame
+            .columns()
+            .iter()
+            .filter(|c| is_text(c.dtype()))
+            .map(|c| c.name().to_string())
+            .collect();
+        let Some(query_col) = named("query", is_text).or_else(|| texts.first().cloned()) else {
+            bail!("{origin}: needs a query column (`query`, or a first text column)");
+        };
+        let queries = str_column(frame, &query_col)?;
         let mut out = frame.clone();
-        if frame.column("document").is_ok() {
-            let docs = str_column(frame, "document")?;
+        let document =
+            named("document", is_text).or_else(|| texts.iter().find(|c| **c != query_col).cloned());
+        let list = named("documents", is_list).or_else(|| {
+            frame
+                .columns()
+                .iter()
+                .find(|c| is_list(c.dtype()))
+                .map(|c| c.name().to_string())
+        });
+        if let (Some(doc_col), None) = (&document, &list) {
+            let docs = str_column(frame, doc_col)?;
             let pairs: Vec<(&str, &str)> = queries
                 .iter()
                 .zip(&docs)
@@ -596,13 +623,14 @@ impl CrossEncoder {
             out.with_column(Column::new("score".into(), self.score(&pairs, options)?))?;
             return Ok(out);
         }
-        let Ok(lists) = frame.column("documents") else {
+        let Some(list_col) = list else {
             bail!("{origin}: expected a `document` column (pairs) or a `documents` list column");
         };
-        let lists = lists
+        let lists = frame
+            .column(&list_col)?
             .as_materialized_series()
-            .list()
-            .map_err(|_| anyhow::anyhow!("{origin}: `documents` must be a list of strings"))?;
+            .list()?
+            .clone();
         let mut docs: Vec<Vec<String>> = Vec::with_capacity(lists.len());
         for row in 0..lists.len() {
             let s = lists.get_as_series(row).unwrap_or_default();

@@ -119,6 +119,28 @@ impl Render for RetrievalReport {
     }
 }
 
+impl Render for crate::eval::RerankReport {
+    fn render(&self) -> Rich {
+        let caption = format!(
+            "{} reranked by {} on {} ({} queries, top {}, {:.0} pairs/s)",
+            self.retriever,
+            self.reranker,
+            self.dataset,
+            self.queries,
+            self.top_k,
+            self.pairs as f64 / self.rerank_seconds.max(1e-9)
+        );
+        match self.to_frame() {
+            Ok(df) => Rich {
+                text: format!("{caption}\n{df}"),
+                html: Some(frame_html(&df, Some(&caption))),
+                plotly: None,
+            },
+            Err(e) => Rich::text(format!("{caption}\n(cannot tabulate: {e})")),
+        }
+    }
+}
+
 impl Render for TrainOutcome {
     fn render(&self) -> Rich {
         let mut text = format!(

@@ -9,9 +9,9 @@ use rhai::Dynamic;
 
 use crate::charts;
 use crate::data::RetrievalDataset;
-use crate::eval::RetrievalReport;
+use crate::eval::{RerankReport, RetrievalReport};
 use crate::mine::Mined;
-use crate::models::SentenceEncoder;
+use crate::models::{CrossEncoder, SentenceEncoder};
 use crate::render::{Render, Rich};
 use crate::train::TrainOutcome;
 
@@ -39,11 +39,26 @@ pub struct Report(pub Arc<RetrievalReport>);
 #[derive(Clone)]
 pub struct Chart(pub charts::Chart);
 
-/// A finished training run: what it reports, and the trained encoder.
+/// A loaded cross-encoder (reranker).
+#[derive(Clone)]
+pub struct Reranker(pub Arc<CrossEncoder>);
+
+/// A reranking evaluation: retriever vs reranked.
+#[derive(Clone)]
+pub struct RerankEval(pub Arc<RerankReport>);
+
+/// What a training run trained.
+#[derive(Clone)]
+pub enum Trained {
+    Encoder(Encoder),
+    Reranker(Reranker),
+}
+
+/// A finished training run: what it reports, and the trained model.
 #[derive(Clone)]
 pub struct TrainRun {
     pub outcome: Arc<TrainOutcome>,
-    pub encoder: Encoder,
+    pub trained: Trained,
 }
 
 /// The result of hard-negative mining.
@@ -71,6 +86,12 @@ pub fn rich(value: &Dynamic) -> Rich {
     }
     if let Some(v) = value.read_lock::<Chart>() {
         return v.0.render();
+    }
+    if let Some(v) = value.read_lock::<RerankEval>() {
+        return v.0.render();
+    }
+    if let Some(v) = value.read_lock::<Reranker>() {
+        return Rich::text(v.to_string());
     }
     if let Some(v) = value.read_lock::<TrainRun>() {
         return v.outcome.render();
@@ -115,6 +136,7 @@ display_as_rendered!(
     Frame => |v| v.0.render(),
     Report => |v| v.0.render(),
     Chart => |v| v.0.render(),
+    RerankEval => |v| v.0.render(),
     TrainRun => |v| v.outcome.render(),
     MinedNegatives => |v| v.0.render(),
     Synthetic => |v| v.outcome.render(),
@@ -138,6 +160,21 @@ impl std::fmt::Display for Encoder {
             e.max_seq_length,
             e.pooling,
             if e.normalize { ", normalized" } else { "" }
+        )
+    }
+}
+
+impl std::fmt::Display for Reranker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = &self.0;
+        write!(
+            f,
+            "Reranker({}: {} layers, {} label(s), max_length {}, {:?} activation)",
+            r.name(),
+            r.bert.config.num_hidden_layers,
+            r.num_labels,
+            r.max_length,
+            r.activation
         )
     }
 }

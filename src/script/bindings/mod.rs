@@ -88,6 +88,7 @@ pub fn help_for(docs: &[BindingDoc], name: &str) -> Option<String> {
 /// Properties (`value.name` without parentheses) scripts can read; completion offers them after a dot.
 pub const PROPERTIES: &[&str] = &[
     "corpus", "queries", "qrels", "name", "encoder", "output", "frame", "summary", "pairs",
+    "reranker",
 ];
 
 /// The keys an options map accepts, by the binding it is passed to (or, for a nested map, the key
@@ -105,6 +106,13 @@ pub fn option_keys(context: &str) -> Vec<String> {
             .map(|k| k.to_string())
             .chain(keys::<crate::train::TrainConfig>())
             .collect(),
+        "train_reranker" => train::RERANK_RUN_KEYS
+            .iter()
+            .map(|k| k.to_string())
+            .chain(keys::<crate::train::TrainConfig>())
+            .collect(),
+        "load_reranker" => keys::<crate::models::CrossEncoderOptions>(),
+        "evaluate_reranker" => keys::<crate::eval::RerankEvalOptions>(),
         "loss" => keys::<crate::train::LossConfig>(),
         "mine" => keys::<crate::mine::MineOptions>(),
         "evaluate" => keys::<RetrievalEvalOptions>(),
@@ -159,11 +167,32 @@ macro_rules! bind {
 
 // After the macro, so that these modules can use it.
 mod mine;
+mod rerank;
 mod synth;
 mod train;
 
 fn fail(e: anyhow::Error) -> Box<EvalAltResult> {
     format!("{e:#}").into()
+}
+
+/// Removes `key` from an options map: a string, or an error naming the key.
+fn take_string(opts: &mut Map, key: &str) -> Fallible<Option<String>> {
+    opts.remove(key)
+        .map(|v| {
+            v.into_string()
+                .map_err(|t| format!("{key} must be a string, found {t}").into())
+        })
+        .transpose()
+}
+
+/// Removes `key` from an options map: true/false, or an error naming the key.
+fn take_bool(opts: &mut Map, key: &str) -> Fallible<Option<bool>> {
+    opts.remove(key)
+        .map(|v| {
+            v.as_bool()
+                .map_err(|t| format!("{key} must be true or false, found {t}").into())
+        })
+        .transpose()
 }
 
 fn options<T: serde::de::DeserializeOwned>(map: Map, what: &str) -> Fallible<T> {
@@ -206,6 +235,7 @@ fn register_all(r: &mut Registry, output: Arc<dyn Output>) {
     register_eval(r);
     train::register(r);
     mine::register(r);
+    rerank::register(r);
     synth::register(r);
     register_session(r, output);
     bind!(

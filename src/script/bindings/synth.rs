@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use rhai::{Array, Dynamic, Map};
 
-use super::{fail, options, Fallible, Registry};
+use super::{fail, options, take_string, Fallible, Registry};
 use crate::chunk::{self, ChunkOptions, LoadDocumentsOptions, SentenceSplitter};
 use crate::llm::{self, ChatRequest, GenerationParams, Message};
 use crate::script::values::{Encoder, Frame, Llm, Synthetic};
@@ -15,15 +15,6 @@ use crate::synth::{self, Generator, SynthOptions};
 pub(super) const RUN_KEYS: &[&str] = &["journal"];
 
 /// Removes a string-valued key that is not a field of the options struct.
-fn take_string(opts: &mut Map, key: &str) -> Fallible<Option<String>> {
-    opts.remove(key)
-        .map(|v| {
-            v.into_string()
-                .map_err(|t| format!("{key} must be a string, found {t}").into())
-        })
-        .transpose()
-}
-
 fn load_llm(spec: &str, mut opts: Map) -> Fallible<Llm> {
     let cache_dir = take_string(&mut opts, "cache_dir")?;
     let (local, openai) = if spec.starts_with("openai:") {

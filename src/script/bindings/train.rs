@@ -1,14 +1,17 @@
-//! Script bindings of the training stage: `training_pairs`, `train`, and what a run returns.
+//! Script bindings of the training stage: `training_pairs`, `train` (embeddings),
+//! `train_reranker`, and what a run returns.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use rhai::Map;
 
-use super::{fail, options, Fallible, Registry};
-use crate::models::{LoadOptions, SentenceEncoder};
-use crate::script::values::{Chart, Dataset, Encoder, Frame, TrainRun};
+use super::{fail, options, strings, take_bool, take_string, Fallible, Registry};
+use crate::eval::{Candidates, RerankEvalOptions};
+use crate::models::{CrossEncoder, CrossEncoderOptions, LoadOptions, SentenceEncoder};
+use crate::script::values::{Chart, Dataset, Encoder, Frame, Reranker, TrainRun, Trained};
 use crate::train::log::TrainLog;
+use crate::train::rerank::{RerankLossConfig, RerankSet, RerankTrainer};
 use crate::train::{EmbedTrainer, LossConfig, TrainConfig, TrainingSet};
 
 pub(super) fn register(r: &mut Registry) {
@@ -36,8 +39,35 @@ pub(super) fn register(r: &mut Registry) {
         example: "let run = train(\"sentence-transformers/all-MiniLM-L6-v2\", pairs, #{output: \"runs/tuned\", loss: \"mnrl\", epochs: 1, batch_size: 32, lr: 2e-5, dev: dev}); print(run)",
         |model: &str, data: Frame, opts: Map| -> Fallible<TrainRun> { train(model, &data, opts) },
     );
+    bind!(
+        r,
+        "train_reranker",
+        "train_reranker(model: String, data: Frame, options: #{output, loss, dev, retriever, dev_top_k, max_length, resume, epochs, lr, …}) -> TrainRun",
+        "Fine-tunes a cross-encoder (a reranker, or any BERT / sentence-transformers model with a fresh one-label \
+         head) on (query, document, label) pairs, (query, positive, negative_1..n) rows or (query, [documents], \
+         [labels]) lists. `output` (required) is where the model, checkpoints, log, chart and card go; `loss` a loss \
+         name (\"bce\", \"mnrl\", \"list_net\", \"lambda\", \"rank_net\", \"margin_mse\") or a map #{name, pos_weight, \
+         num_negatives, mini_batch_size, weighting_scheme, …}; `dev` a Dataset whose queries' top `dev_top_k` (20) \
+         by `retriever` (an Encoder, default all-MiniLM-L6-v2) are reranked before, during and after; `columns` \
+         picks the data's columns; every other key is a TrainConfig field (defaults: the reranker stage's: \
+         batch_size 16, lr 5e-5, warmup_ratio 0.1, plain batches).",
+        example: "let run = train_reranker(\"sentence-transformers/all-MiniLM-L6-v2\", mined.frame, #{output: \"runs/reranker\", loss: \"bce\", epochs: 1}); print(run)",
+        |model: &str, data: Frame, opts: Map| -> Fallible<TrainRun> { train_reranker(model, &data, opts) },
+    );
     r.engine
-        .register_get("encoder", |t: &mut TrainRun| t.encoder.clone());
+        .register_get("encoder", |t: &mut TrainRun| -> Fallible<Encoder> {
+            match &t.trained {
+                Trained::Encoder(e) => Ok(e.clone()),
+                Trained::Reranker(_) => Err("this run trained a reranker: use run.reranker".into()),
+            }
+        });
+    r.engine
+        .register_get("reranker", |t: &mut TrainRun| -> Fallible<Reranker> {
+            match &t.trained {
+                Trained::Reranker(m) => Ok(m.clone()),
+                Trained::Encoder(_) => Err("this run trained an encoder: use run.encoder".into()),
+            }
+        });
     r.engine.register_get("output", |t: &mut TrainRun| {
         t.outcome.output.display().to_string()
     });
@@ -77,17 +107,73 @@ pub(super) fn register(r: &mut Registry) {
 }
 
 /// The keys of train()'s options map that are the run's rather than `TrainConfig` fields.
-pub(super) const RUN_KEYS: &[&str] = &["output", "loss", "dev", "resume"];
+pub(super) const RUN_KEYS: &[&str] = &["output", "loss", "dev", "resume", "columns"];
 
-/// Splits the options map: `output`, `loss`, `dev` and `resume` are the run's; every other key
-/// must be a `TrainConfig` field.
+/// The same for train_reranker().
+pub(super) const RERANK_RUN_KEYS: &[&str] = &[
+    "output",
+    "loss",
+    "dev",
+    "resume",
+    "columns",
+    "retriever",
+    "dev_top_k",
+    "max_length",
+];
+
+/// What every training binding takes out of its options map before the rest becomes a
+/// `TrainConfig`: the output folder, resume, the column selection and the raw `loss` value.
+struct RunOptions {
+    output: String,
+    resume: bool,
+    columns: Vec<String>,
+    loss: Option<rhai::Dynamic>,
+}
+
+impl RunOptions {
+    fn take(opts: &mut Map, binding: &str) -> Fallible<Self> {
+        let output = take_string(opts, "output")?.ok_or_else(|| {
+            format!("{binding} options need `output`: the folder for the model and its checkpoints")
+        })?;
+        let columns = match opts.remove("columns") {
+            None => Vec::new(),
+            Some(v) => strings(
+                v.try_cast::<rhai::Array>()
+                    .ok_or("`columns` must be an array of column names")?,
+                "columns",
+            )?,
+        };
+        Ok(Self {
+            output,
+            resume: take_bool(opts, "resume")?.unwrap_or(false),
+            columns,
+            loss: opts.remove("loss"),
+        })
+    }
+}
+
+/// `dev` of an options map: a Dataset.
+fn take_dataset(opts: &mut Map) -> Fallible<Option<Dataset>> {
+    opts.remove("dev")
+        .map(|v| {
+            v.try_cast::<Dataset>()
+                .ok_or_else(|| "option `dev` must be a Dataset (load_beir(…))".into())
+        })
+        .transpose()
+}
+
+/// The remaining keys over a stage's default settings.
+fn train_config(base: TrainConfig, opts: Map) -> Fallible<TrainConfig> {
+    let value: serde_json::Value = rhai::serde::from_dynamic(&rhai::Dynamic::from_map(opts))?;
+    let serde_json::Value::Object(map) = value else {
+        return Err("training options must be a map".into());
+    };
+    base.overlay(map).map_err(fail)
+}
+
 fn train(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun> {
-    let take = |opts: &mut Map, key: &str| opts.remove(key);
-    let output = take(&mut opts, "output")
-        .ok_or("train options need `output`: the folder for the model and its checkpoints")?
-        .into_string()
-        .map_err(|t| format!("train option `output` must be a string, found {t}"))?;
-    let loss = match take(&mut opts, "loss") {
+    let run = RunOptions::take(&mut opts, "train")?;
+    let loss = match run.loss {
         None => LossConfig::default(),
         Some(v) if v.is_string() => LossConfig::named(v.into_string()?.parse().map_err(fail)?),
         Some(v) => match v.try_cast::<Map>() {
@@ -95,21 +181,10 @@ fn train(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun> {
             None => return Err("train option `loss` must be a loss name or a map".into()),
         },
     };
-    let dev = match take(&mut opts, "dev") {
-        None => None,
-        Some(v) => Some(
-            v.try_cast::<Dataset>()
-                .ok_or("train option `dev` must be a Dataset (load_beir(…))")?,
-        ),
-    };
-    let resume = match take(&mut opts, "resume") {
-        None => false,
-        Some(v) => v
-            .as_bool()
-            .map_err(|t| format!("train option `resume` must be true or false, found {t}"))?,
-    };
-    let config: TrainConfig = options(opts, "train options")?;
-    let set = TrainingSet::from_frame(&data.0, "the training frame").map_err(fail)?;
+    let dev = take_dataset(&mut opts)?;
+    let config = train_config(TrainConfig::default(), opts)?;
+    let set = TrainingSet::from_frame_columns(&data.0, "the training frame", &run.columns)
+        .map_err(fail)?;
     let mut encoder = SentenceEncoder::load(model, &LoadOptions::default()).map_err(fail)?;
     let outcome = EmbedTrainer {
         encoder: &encoder,
@@ -118,13 +193,96 @@ fn train(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun> {
         config,
         dev: dev.as_ref().map(|d| d.0.as_ref()),
     }
-    .run(Path::new(&output), resume)
+    .run(Path::new(&run.output), run.resume)
     .map_err(fail)?;
     // From here on the encoder is the tuned model: name it by where it was saved, so reports and
     // side-by-side tables tell base and tuned apart.
-    encoder.set_name(output.clone());
+    encoder.set_name(run.output.clone());
     Ok(TrainRun {
         outcome: Arc::new(outcome),
-        encoder: Encoder(Arc::new(encoder)),
+        trained: Trained::Encoder(Encoder(Arc::new(encoder))),
+    })
+}
+
+fn train_reranker(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun> {
+    let run = RunOptions::take(&mut opts, "train_reranker")?;
+    let loss = match run.loss {
+        None => RerankLossConfig::default(),
+        Some(v) if v.is_string() => RerankLossConfig::named(&v.into_string()?).map_err(fail)?,
+        Some(v) => {
+            let value: serde_json::Value = rhai::serde::from_dynamic(&v)?;
+            RerankLossConfig::from_json(value).map_err(fail)?
+        }
+    };
+    let dev = take_dataset(&mut opts)?;
+    let retriever = match opts.remove("retriever") {
+        None => None,
+        Some(v) => Some(
+            v.try_cast::<Encoder>()
+                .ok_or("option `retriever` must be an Encoder")?,
+        ),
+    };
+    let dev_top_k = match opts.remove("dev_top_k") {
+        None => 20,
+        Some(v) => v
+            .as_int()
+            .map_err(|t| format!("dev_top_k must be an integer, found {t}"))?
+            as usize,
+    };
+    let max_length = match opts.remove("max_length") {
+        None => None,
+        Some(v) => Some(
+            v.as_int()
+                .map_err(|t| format!("max_length must be an integer, found {t}"))?
+                as usize,
+        ),
+    };
+    let config = train_config(TrainConfig::rerank(), opts)?;
+    let set =
+        RerankSet::from_frame_columns(&data.0, "the training frame", &run.columns).map_err(fail)?;
+    let mut reranker = CrossEncoder::load(
+        model,
+        &LoadOptions::default(),
+        &CrossEncoderOptions {
+            max_length,
+            ..Default::default()
+        },
+    )
+    .map_err(fail)?;
+    let dev_options = RerankEvalOptions {
+        top_k: dev_top_k,
+        progress: false,
+        ..Default::default()
+    };
+    let candidates = match &dev {
+        None => None,
+        Some(d) => {
+            let retriever = match retriever {
+                Some(e) => e.0,
+                None => Arc::new(
+                    SentenceEncoder::load(
+                        "sentence-transformers/all-MiniLM-L6-v2",
+                        &LoadOptions::default(),
+                    )
+                    .map_err(fail)?,
+                ),
+            };
+            Some(Candidates::retrieve(&retriever, &d.0, &dev_options).map_err(fail)?)
+        }
+    };
+    let outcome = RerankTrainer {
+        model: &reranker,
+        data: &set,
+        loss,
+        config,
+        dev: candidates.as_ref(),
+        dev_options,
+    }
+    .run(Path::new(&run.output), run.resume)
+    .map_err(fail)?;
+    reranker.set_name(run.output.clone());
+    Ok(TrainRun {
+        outcome: Arc::new(outcome),
+        trained: Trained::Reranker(Reranker(Arc::new(reranker))),
     })
 }
