@@ -9,6 +9,9 @@ tool, run with a Python that has torch, sentence-transformers and datasets; neve
       steps, seconds per step, the last logged losses and the peak RSS. The model is saved in --out.
   score --model DIR --pairs pairs.jsonl [--batch-size 32 --max-length 256]
       CrossEncoder.predict over {query, document} rows; prints pairs/s and peak RSS as JSON.
+  candidates --retriever DIR --beir DIR --split dev --queries 20 --top-k 100 --out pairs.jsonl
+      The first N judged queries of the split with their top-k documents by the retriever
+      (SentenceTransformer, cosine), as {query, document} rows: the same pairs for both tools.
 """
 import argparse
 import json
@@ -79,6 +82,29 @@ def cmd_score(a):
                       "peak_rss_mb": peak_rss_mb()}))
 
 
+def cmd_candidates(a):
+    from sentence_transformers import SentenceTransformer
+    corpus = read_jsonl(f"{a.beir}/corpus.jsonl")
+    texts = [(d.get("title", "") + " " + d["text"]).strip() for d in corpus]
+    queries = {q["_id"]: q["text"] for q in read_jsonl(f"{a.beir}/queries.jsonl")}
+    judged = []
+    with open(f"{a.beir}/qrels/{a.split}.tsv") as f:
+        for line in f.readlines()[1:]:
+            qid = line.split("\t")[0]
+            if qid not in judged:
+                judged.append(qid)
+    judged = judged[: a.queries]
+    model = SentenceTransformer(a.retriever)
+    q = model.encode([queries[i] for i in judged], normalize_embeddings=True, convert_to_tensor=True)
+    d = model.encode(texts, normalize_embeddings=True, convert_to_tensor=True, batch_size=32)
+    top = (q @ d.T).topk(a.top_k, dim=1).indices.tolist()
+    with open(a.out, "w") as f:
+        for qid, docs in zip(judged, top):
+            for i in docs:
+                f.write(json.dumps({"query": queries[qid], "document": texts[i]}) + "\n")
+    print(json.dumps({"queries": len(judged), "pairs": len(judged) * a.top_k}))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -97,8 +123,15 @@ def main():
     s.add_argument("--pairs", required=True)
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--max-length", type=int, default=256)
+    c = sub.add_parser("candidates")
+    c.add_argument("--retriever", required=True)
+    c.add_argument("--beir", required=True)
+    c.add_argument("--split", default="dev")
+    c.add_argument("--queries", type=int, default=20)
+    c.add_argument("--top-k", type=int, default=100)
+    c.add_argument("--out", required=True)
     a = ap.parse_args()
-    {"train": cmd_train, "score": cmd_score}[a.cmd](a)
+    {"train": cmd_train, "score": cmd_score, "candidates": cmd_candidates}[a.cmd](a)
 
 
 if __name__ == "__main__":

@@ -532,3 +532,266 @@ fn eval_retrieval_at_a_truncated_dimension() {
         "truncate_dim 9 must be between 1 and the embedding width 8",
     );
 }
+
+#[test]
+fn reranker_commands_train_score_and_evaluate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::write_tiny_model(&tmp.path().join("m"), 16);
+    let beir = tiny_beir(&tmp.path().join("b"));
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let run = |a: &[String]| ragtune(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let pairs = tmp.path().join("pairs.jsonl");
+    let out = run(&[
+        "mine",
+        "--model",
+        &s(&model),
+        "--data",
+        &s(&beir),
+        "--beir-split",
+        "test",
+        "--corpus",
+        &s(&beir),
+        "--num-negatives",
+        "2",
+        "--output-format",
+        "labeled-pair",
+        "--output",
+        &s(&pairs),
+    ]
+    .map(String::from));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let reranker = tmp.path().join("reranker");
+    let train = |extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "train",
+            "rerank",
+            "--model",
+            &s(&model),
+            "--data",
+            &s(&pairs),
+            "--output",
+            &s(&reranker),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "2",
+            "--lr",
+            "0.001",
+            "--dev-beir",
+            &s(&beir),
+            "--dev-split",
+            "test",
+            "--retriever",
+            &s(&model),
+            "--dev-top-k",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend(extra.iter().map(|x| x.to_string()));
+        run(&a)
+    };
+    let out = train(&["--loss-setting", "pos_weight=2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_stderr_says(&out, "(labeled-pair: columns anchor, positive, label)");
+    let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["loss"], "BinaryCrossEntropyLoss");
+    assert_eq!(outcome["steps"], 6, "6 rows in batches of 2, 2 epochs");
+    assert!(outcome["dev_after"]["ndcg@10"].is_number());
+    let card = std::fs::read_to_string(reranker.join("README.md")).unwrap();
+    assert!(
+        card.contains("pipeline_tag: text-ranking") && card.contains("\"pos_weight\":2.0"),
+        "{card}"
+    );
+    // The card lists what differs from the reranker stage's defaults, not the embedding stage's.
+    assert!(
+        card.contains("`lr`") && !card.contains("`batch_sampler`"),
+        "{card}"
+    );
+
+    // Refusals name the setting at fault.
+    let bad = train(&["--loss", "lambda", "--loss-setting", "pos_weight=2"]);
+    assert!(!bad.status.success());
+    assert_stderr_says(&bad, "pos_weight");
+    let bad = train(&["--sampler", "shuffled"]);
+    assert_stderr_says(&bad, "shuffled");
+
+    // A labeled-list file from `mine` trains a listwise loss as it is.
+    let lists = tmp.path().join("lists.jsonl");
+    let out = run(&[
+        "mine",
+        "--model",
+        &s(&model),
+        "--data",
+        &s(&beir),
+        "--beir-split",
+        "test",
+        "--corpus",
+        &s(&beir),
+        "--num-negatives",
+        "2",
+        "--output-format",
+        "labeled-list",
+        "--output",
+        &s(&lists),
+    ]
+    .map(String::from));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = run(&[
+        "train",
+        "rerank",
+        "--model",
+        &s(&model),
+        "--data",
+        &s(&lists),
+        "--loss",
+        "lambda",
+        "--output",
+        &s(&tmp.path().join("listwise")),
+        "--max-steps",
+        "1",
+        "--loss-setting",
+        "mini_batch_size=2",
+    ]
+    .map(String::from));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_stderr_says(&out, "labeled-list");
+
+    // Scores of pairs and of lists.
+    let input = tmp.path().join("input.jsonl");
+    std::fs::write(
+        &input,
+        "{\"query\": \"wax comb\", \"document\": \"comb of wax\"}\n{\"query\": \"honey\", \"document\": \"the queen\"}\n",
+    )
+    .unwrap();
+    let scores = tmp.path().join("scores.jsonl");
+    let out = run(&[
+        "rerank",
+        "--model",
+        &s(&reranker),
+        "--input",
+        &s(&input),
+        "--output",
+        &s(&scores),
+    ]
+    .map(String::from));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let df = ragtune::data::read_table(&scores).unwrap();
+    let col = df.column("score").unwrap().f64().unwrap().clone();
+    assert!(
+        col.into_no_null_iter().all(|x| (0.0..=1.0).contains(&x)),
+        "sigmoid scores by default"
+    );
+    std::fs::write(
+        &input,
+        "{\"query\": \"wax comb\", \"documents\": [\"comb of wax\", \"the queen\", \"mites\"]}\n",
+    )
+    .unwrap();
+    let out = run(&[
+        "rerank",
+        "--model",
+        &s(&reranker),
+        "--input",
+        &s(&input),
+        "--output",
+        &s(&scores),
+        "--activation",
+        "identity",
+    ]
+    .map(String::from));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let df = ragtune::data::read_table(&scores).unwrap();
+    assert_eq!(
+        df.column("scores")
+            .unwrap()
+            .list()
+            .unwrap()
+            .get_as_series(0)
+            .unwrap()
+            .len(),
+        3
+    );
+
+    // Retriever vs reranked, as a table and as JSON; and the same through eval retrieval --rerank.
+    let eval = |extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "eval",
+            "rerank",
+            "--retriever",
+            &s(&model),
+            "--reranker",
+            &s(&reranker),
+            "--beir",
+            &s(&beir),
+            "--split",
+            "test",
+            "--top-k",
+            "3",
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend(extra.iter().map(|x| x.to_string()));
+        run(&a)
+    };
+    let out = eval(&["--json"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(json["retriever"]["ndcg@10"].is_number() && json["reranked"]["ndcg@10"].is_number());
+    let chart = tmp.path().join("c.html");
+    let out = eval(&["--chart", &s(&chart)]);
+    assert!(text(&out.stdout).contains("reranked") && chart.is_file());
+    let out = run(&[
+        "eval",
+        "retrieval",
+        "--model",
+        &s(&model),
+        "--beir",
+        &s(&beir),
+        "--split",
+        "test",
+        "--rerank",
+        &s(&reranker),
+        "--rerank-top-k",
+        "3",
+        "--json",
+    ]
+    .map(String::from));
+    let same: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(same, json);
+}
+
+#[test]
+fn synthetic_pairs_train_on_their_text_columns_only() {
+    // `synth queries` writes query, positive, chunk_id, generator: ids and the generator's name
+    // must never become hard negatives.
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::write_tiny_model(&tmp.path().join("m"), 16);
+    let data = tmp.path().join("synth.jsonl");
+    let rows: Vec<String> = (0..6)
+        .map(|i| {
+            format!(
+                "{{\"query\": \"what is {w} {i}\", \"positive\": \"{w} in the hive {i}\", \"chunk_id\": \"doc{i}#0-ab\", \"generator\": \"ict\"}}",
+                w = common::WORDS[i]
+            )
+        })
+        .collect();
+    std::fs::write(&data, rows.join("\n")).unwrap();
+    let out = ragtune(&[
+        "train",
+        "embed",
+        "--model",
+        model.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--output",
+        tmp.path().join("out").to_str().unwrap(),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "3",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_stderr_says(&out, "metadata column(s) chunk_id, generator not read");
+    assert_stderr_says(&out, "(columns query, positive)");
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 use ragtune::data::{read_table, write_llamaindex, write_table};
-use ragtune::synth::{chunks_from_frame, round_trip_filter, synthesize, Generator, SynthOptions};
+use ragtune::synth::{chunks_from_frame, synthesize, Generator, SynthOptions};
 
 #[derive(Subcommand)]
 pub enum SynthCommand {
@@ -107,18 +107,13 @@ pub fn run(cmd: SynthCommand) -> Result<()> {
     eprintln!("{}", outcome.summary());
     if let Some(model) = &args.round_trip_model {
         let encoder = ragtune::SentenceEncoder::load(model, &Default::default())?;
-        let (kept, stats) = round_trip_filter(
-            &outcome.pairs,
-            &chunks,
-            &encoder,
-            args.round_trip_k,
-            &Default::default(),
-        )?;
+        let (filtered, stats) =
+            outcome.round_trip(&chunks, &encoder, args.round_trip_k, &Default::default())?;
         eprintln!(
             "round-trip filter (top {}): kept {}, dropped {}",
             stats.top_k, stats.kept, stats.dropped
         );
-        outcome.pairs = kept;
+        outcome = filtered;
     }
     if outcome.pairs.is_empty() {
         bail!("no pairs were produced; nothing written");

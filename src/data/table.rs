@@ -136,8 +136,10 @@ fn quote_list(items: &[&str]) -> String {
 }
 
 /// Reads JSONL with per-line error reporting. Column types are inferred from the values: all
-/// integers → Int64, any float → Float64, booleans → Boolean, strings → String; arrays and
-/// objects are kept as their JSON text. A key missing on some lines becomes null there.
+/// integers → Int64, any float → Float64, booleans → Boolean, strings → String; arrays of strings
+/// → List(String) and arrays of numbers → List(Float64) (what `mine` and the trainers write and
+/// read: document lists, label lists, teacher scores); other arrays and objects are kept as their
+/// JSON text. A key missing on some lines becomes null there.
 fn read_jsonl(path: &Path) -> Result<DataFrame> {
     let rows = jsonl::read_objects(path)?;
     let mut names: Vec<String> = Vec::new();
@@ -188,6 +190,8 @@ fn json_column(name: &str, values: &[Option<&Value>]) -> Column {
                 .map(|v| v.and_then(Value::as_bool))
                 .collect::<Vec<_>>(),
         )
+    } else if let Some(list) = list_column(&name, values) {
+        list
     } else {
         let text: Vec<Option<String>> = values
             .iter()
@@ -202,6 +206,52 @@ fn json_column(name: &str, values: &[Option<&Value>]) -> Column {
     }
 }
 
+/// A list column when every present value is an array and all their items are strings, or all
+/// numbers; `None` otherwise.
+fn list_column(name: &PlSmallStr, values: &[Option<&Value>]) -> Option<Column> {
+    let mut arrays: Vec<Option<&Vec<Value>>> = Vec::with_capacity(values.len());
+    for v in values {
+        arrays.push(match v {
+            None => None,
+            Some(v) => Some(v.as_array()?),
+        });
+    }
+    let items = || arrays.iter().flatten().flat_map(|a| a.iter());
+    if arrays.iter().all(Option::is_none) {
+        return None;
+    }
+    let list: ListChunked = if items().all(Value::is_string) {
+        arrays
+            .iter()
+            .map(|a| {
+                a.map(|a| {
+                    Series::new(
+                        "".into(),
+                        a.iter()
+                            .map(|v| v.as_str().unwrap_or_default())
+                            .collect::<Vec<_>>(),
+                    )
+                })
+            })
+            .collect()
+    } else if items().all(Value::is_number) {
+        arrays
+            .iter()
+            .map(|a| {
+                a.map(|a| {
+                    Series::new(
+                        "".into(),
+                        a.iter().filter_map(Value::as_f64).collect::<Vec<_>>(),
+                    )
+                })
+            })
+            .collect()
+    } else {
+        return None;
+    };
+    Some(list.with_name(name.clone()).into_series().into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,15 +262,34 @@ mod tests {
         let path = dir.path().join("pairs.jsonl");
         std::fs::write(
             &path,
-            "{\"query\": \"a\", \"score\": 1}\n\n{\"query\": \"b\", \"score\": 0.5, \"tags\": [1]}\n",
+            "{\"query\": \"a\", \"score\": 1, \"docs\": [\"x\", \"y\"], \"meta\": {\"k\": 1}}\n\n\
+             {\"query\": \"b\", \"score\": 0.5, \"tags\": [1, 2.5], \"docs\": [], \"meta\": [1, \"a\"]}\n",
         )
         .unwrap();
         let df = read_table(&path).unwrap();
-        assert_eq!(df.shape(), (2, 3));
+        assert_eq!(df.shape(), (2, 5));
         assert_eq!(df.column("score").unwrap().dtype(), &DataType::Float64);
+        // Arrays of numbers and of strings become lists; a missing one is null.
+        let tags = df.column("tags").unwrap().list().unwrap().clone();
+        assert!(tags.get_as_series(0).is_none());
+        let second: Vec<f64> = tags
+            .get_as_series(1)
+            .unwrap()
+            .f64()
+            .unwrap()
+            .into_no_null_iter()
+            .collect();
+        assert_eq!(second, [1.0, 2.5]);
+        let docs = df.column("docs").unwrap().list().unwrap().clone();
         assert_eq!(
-            str_column(&df, "tags").unwrap(),
-            vec!["".to_string(), "[1]".to_string()]
+            docs.get_as_series(0).unwrap().str().unwrap().get(1),
+            Some("y")
+        );
+        assert_eq!(docs.get_as_series(1).unwrap().len(), 0);
+        // Anything else is kept as its JSON text.
+        assert_eq!(
+            str_column(&df, "meta").unwrap(),
+            vec!["{\"k\":1}".to_string(), "[1,\"a\"]".to_string()]
         );
 
         std::fs::write(&path, "{\"query\": \"a\"}\n{\"query\": \n").unwrap();

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use super::{ChunkText, SyntheticPair};
+use super::{ChunkText, SynthOutcome, SyntheticPair};
 use crate::eval::search::{top_k, SearchOptions};
 use crate::models::{EncodeOptions, SentenceEncoder};
 
@@ -67,4 +67,25 @@ pub fn round_trip_filter(
         top_k: top_k_cut,
     };
     Ok((kept, stats))
+}
+
+impl SynthOutcome {
+    /// The outcome keeping only the pairs that pass [`round_trip_filter`], its description
+    /// saying so: what every door (CLI, scripts) shows after filtering.
+    pub fn round_trip(
+        &self,
+        chunks: &[ChunkText],
+        encoder: &SentenceEncoder,
+        top_k_cut: usize,
+        encode: &EncodeOptions,
+    ) -> Result<(SynthOutcome, RoundTripStats)> {
+        let (kept, stats) = round_trip_filter(&self.pairs, chunks, encoder, top_k_cut, encode)?;
+        let mut outcome = self.clone();
+        outcome.pairs = kept;
+        outcome.generator = format!(
+            "{} (round-trip top {}: {} dropped)",
+            outcome.generator, stats.top_k, stats.dropped
+        );
+        Ok((outcome, stats))
+    }
 }

@@ -227,17 +227,10 @@ pub(super) fn register(r: &mut Registry) {
         "Keeps the pairs whose chunk the encoder ranks in the top k of all chunks for the query (consistency filtering).",
         example: "let kept = synthetic.round_trip(base, 3); print(kept)",
         |s: &mut Synthetic, e: Encoder, k: i64| -> Fallible<Synthetic> {
-            let (kept, stats) = synth::round_trip_filter(
-                &s.outcome.pairs,
-                &s.chunks,
-                &e.0,
-                k.max(0) as usize,
-                &Default::default(),
-            )
-            .map_err(fail)?;
-            let mut outcome = (*s.outcome).clone();
-            outcome.pairs = kept;
-            outcome.generator = format!("{} (round-trip top {}: {} dropped)", outcome.generator, stats.top_k, stats.dropped);
+            let (outcome, _) = s
+                .outcome
+                .round_trip(&s.chunks, &e.0, k.max(0) as usize, &Default::default())
+                .map_err(fail)?;
             Ok(Synthetic {
                 outcome: Arc::new(outcome),
                 chunks: s.chunks.clone(),
