@@ -211,6 +211,7 @@ fn print_rerank(report: &RerankReport, json: bool) -> Result<()> {
         report.rerank_seconds,
         report.pairs as f64 / report.rerank_seconds.max(1e-9)
     );
-    println!("{}", report.to_frame()?);
+    println!("{}", report.headline_frame()?);
+    eprintln!("(every metric at every cut-off: --json)");
     Ok(())
 }

@@ -329,7 +329,22 @@ pub fn evaluate_reranker(
 impl RerankReport {
     /// One row per `<metric>@<k>`: retriever, reranked and their difference.
     pub fn to_frame(&self) -> Result<DataFrame> {
-        let names: Vec<String> = order_metrics(self.retriever_metrics.keys());
+        self.frame_of(order_metrics(self.retriever_metrics.keys()))
+    }
+
+    /// The headline rows of [`Self::to_frame`] (NDCG@10, MRR@10, MAP@100, recall@10 and @100,
+    /// precision@5, accuracy@1, where computed): what fits on a screen without elision.
+    pub fn headline_frame(&self) -> Result<DataFrame> {
+        self.frame_of(
+            HEADLINE
+                .iter()
+                .map(|m| m.to_string())
+                .filter(|m| self.retriever_metrics.contains_key(m))
+                .collect(),
+        )
+    }
+
+    fn frame_of(&self, names: Vec<String>) -> Result<DataFrame> {
         let get = |m: &MetricValues| -> Vec<f64> {
             names
                 .iter()
@@ -356,7 +371,7 @@ impl RerankReport {
 
     /// Retriever and reranked as grouped bars of the headline metrics.
     pub fn chart(&self) -> crate::charts::Chart {
-        let names: Vec<String> = ["map@100", "mrr@10", "ndcg@10", "recall@10", "precision@5"]
+        let names: Vec<String> = HEADLINE
             .iter()
             .map(|s| s.to_string())
             .filter(|n| self.retriever_metrics.contains_key(n))
@@ -378,6 +393,11 @@ impl RerankReport {
         )
     }
 }
+
+/// The metrics a reranking report leads with.
+const HEADLINE: [&str; 7] = [
+    "ndcg@10", "mrr@10", "map@100", "recall@10", "recall@100", "precision@5", "accuracy@1",
+];
 
 /// Metric names in family order (`accuracy`, `precision`, …), cut-offs ascending.
 fn order_metrics<'a>(names: impl Iterator<Item = &'a String>) -> Vec<String> {

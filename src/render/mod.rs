@@ -130,7 +130,7 @@ impl Render for crate::eval::RerankReport {
             self.top_k,
             self.pairs as f64 / self.rerank_seconds.max(1e-9)
         );
-        match self.to_frame() {
+        match self.headline_frame() {
             Ok(df) => Rich {
                 text: format!("{caption}\n{df}"),
                 html: Some(frame_html(&df, Some(&caption))),

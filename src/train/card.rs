@@ -88,7 +88,7 @@ pub fn write_model_card(path: &Path, f: &CardFacts, config: &TrainConfig) -> Res
     if changed.is_empty() {
         writeln!(s, "All of the stage's default settings.")?;
     } else {
-        writeln!(s, "Settings that differ from ragtune's defaults:\n")?;
+        writeln!(s, "Settings that differ from the stage's defaults:\n")?;
         for (k, v) in changed {
             writeln!(s, "- `{k}`: `{v}`")?;
         }

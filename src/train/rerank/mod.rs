@@ -217,16 +217,7 @@ impl TrainTask for RerankTask<'_> {
         let t = self.trainer;
         let d = t.data;
         let sample = (0..d.len().min(3))
-            .map(|r| {
-                let mut row = vec![d.queries[r].clone()];
-                row.extend(
-                    d.documents[r]
-                        .iter()
-                        .take(d.columns.len().saturating_sub(2).max(1))
-                        .cloned(),
-                );
-                row
-            })
+            .map(|r| card_row(d, r))
             .collect();
         CardFacts {
             kind: ModelKind {
@@ -253,6 +244,28 @@ impl TrainTask for RerankTask<'_> {
             device: format!("{:?}", t.model.device()),
         }
     }
+}
+
+/// Row `r` of the data as the card's table shows it: the cells of its columns.
+fn card_row(d: &RerankSet, r: usize) -> Vec<String> {
+    let mut row = vec![d.queries[r].clone()];
+    match d.format {
+        RerankFormat::LabeledPair => {
+            row.push(d.documents[r][0].clone());
+            row.push(d.labels[r][0].to_string());
+        }
+        RerankFormat::NTuple => {
+            row.extend(d.documents[r].iter().cloned());
+            if let Some(t) = &d.teacher {
+                row.push(format!("{:?}", t[r]));
+            }
+        }
+        RerankFormat::LabeledList => {
+            row.push(format!("{:?}", d.documents[r]));
+            row.push(format!("{:?}", d.labels[r]));
+        }
+    }
+    row
 }
 
 fn scalar(t: &Tensor) -> Result<f64> {

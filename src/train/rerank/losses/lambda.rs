@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::list_net::per_row;
 use super::{activate, log_sigmoid, Pair, RerankLoss};
 use crate::models::ScoreActivation;
-use crate::train::rerank::data::{RerankBatch, RerankFormat, RerankSet};
+use crate::train::rerank::data::{RerankBatch, RerankSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -154,17 +154,12 @@ impl RerankLoss for Lambda {
     }
 
     fn check(&self, set: &RerankSet) -> Result<()> {
-        super::require_format(
-            set,
-            &self.name(),
-            &[RerankFormat::LabeledList, RerankFormat::NTuple],
-            "(query, [documents], [labels]) lists or (query, positive, negative_1..n) rows",
-        )
+        super::require_lists(set, &self.name())
     }
 
     fn compute(&self, logits: &Tensor, batch: &RerankBatch, _pairs: &[Pair]) -> Result<Tensor> {
         let x = activate(logits, self.settings.activation_fn)?;
-        let mut total: Option<Tensor> = None;
+        let mut terms = Vec::new();
         let mut counted = 0;
         for (row, labels) in per_row(&x, batch)?.into_iter().zip(&batch.labels) {
             let n = labels.len();
@@ -178,16 +173,13 @@ impl RerankLoss for Lambda {
             let diffs =
                 (sorted.unsqueeze(1)?.broadcast_sub(&sorted.unsqueeze(0)?)? * self.settings.sigma)?;
             let w = Tensor::from_vec(weights, (n, n), x.device())?.to_dtype(x.dtype())?;
-            let term = (log_sigmoid(&diffs)? * w)?.sum_all()?;
-            total = Some(match total {
-                None => term,
-                Some(t) => (t + term)?,
-            });
+            terms.push((log_sigmoid(&diffs)? * w)?.sum_all()?);
         }
-        let Some(total) = total else {
+        if terms.is_empty() {
             // No pair with differing labels: nothing to learn from this batch.
             return Ok((x.sum_all()? * 0.0)?);
-        };
+        }
+        let total = super::sum_scalars(&terms)?;
         let log = match self.settings.reduction_log {
             ReductionLog::Binary => std::f64::consts::LN_2,
             ReductionLog::Natural => 1.0,

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{activate, Pair, RerankLoss};
 use crate::models::ScoreActivation;
-use crate::train::rerank::data::{RerankBatch, RerankFormat, RerankSet};
+use crate::train::rerank::data::{RerankBatch, RerankSet};
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -58,17 +58,12 @@ impl RerankLoss for ListNet {
     }
 
     fn check(&self, set: &RerankSet) -> Result<()> {
-        super::require_format(
-            set,
-            &self.name(),
-            &[RerankFormat::LabeledList, RerankFormat::NTuple],
-            "(query, [documents], [labels]) lists or (query, positive, negative_1..n) rows",
-        )
+        super::require_lists(set, &self.name())
     }
 
     fn compute(&self, logits: &Tensor, batch: &RerankBatch, _pairs: &[Pair]) -> Result<Tensor> {
         let x = activate(logits, self.settings.activation_fn)?;
-        let mut total: Option<Tensor> = None;
+        let mut terms = Vec::with_capacity(batch.labels.len());
         for (row, labels) in per_row(&x, batch)?.into_iter().zip(&batch.labels) {
             let labels: Vec<f64> = labels.iter().map(|&l| l as f64).collect();
             let target = candle_nn::ops::softmax(
@@ -76,13 +71,9 @@ impl RerankLoss for ListNet {
                 D::Minus1,
             )?;
             let log_p = candle_nn::ops::log_softmax(&row, D::Minus1)?;
-            let ce = (target * log_p)?.sum_all()?.neg()?;
-            total = Some(match total {
-                None => ce,
-                Some(t) => (t + ce)?,
-            });
+            terms.push((target * log_p)?.sum_all()?.neg()?);
         }
-        Ok((total.expect("a batch has rows") / batch.documents.len() as f64)?)
+        Ok((super::sum_scalars(&terms)? / batch.documents.len() as f64)?)
     }
 
     fn settings(&self) -> serde_json::Value {

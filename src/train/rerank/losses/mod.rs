@@ -122,6 +122,24 @@ pub fn log_sigmoid(x: &Tensor) -> Result<Tensor> {
     Ok((x.minimum(0.0)? - (x.abs()?.neg()?.exp()? + 1.0)?.log()?)?)
 }
 
+/// Rejects data that is not a list per query (labeled lists, or n-tuples read as lists).
+pub fn require_lists(set: &RerankSet, loss: &str) -> Result<()> {
+    require_format(
+        set,
+        loss,
+        &[
+            super::data::RerankFormat::LabeledList,
+            super::data::RerankFormat::NTuple,
+        ],
+        "(query, [documents], [labels]) lists or (query, positive, negative_1..n) rows",
+    )
+}
+
+/// The sum of scalar tensors (one per query of a batch).
+pub fn sum_scalars(terms: &[Tensor]) -> Result<Tensor> {
+    Ok(Tensor::stack(terms, 0)?.sum_all()?)
+}
+
 /// Rejects data whose rows do not come in one of `formats`.
 pub fn require_format(
     set: &RerankSet,
