@@ -602,6 +602,20 @@ fn reranking_keeps_missed_documents_missed_unless_asked() {
     };
     let candidates = Candidates::retrieve(&retriever, &dataset, &options).unwrap();
     assert!(candidates.docs.iter().all(|d| d.len() == 3));
+    // Through the embedding cache: the same candidates, and the corpus is kept for next time.
+    let cached = RerankEvalOptions {
+        cache_dir: Some(tmp.path().join("cache")),
+        ..options.clone()
+    };
+    for _ in 0..2 {
+        let again = Candidates::retrieve(&retriever, &dataset, &cached).unwrap();
+        assert_eq!(again.docs, candidates.docs);
+    }
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("cache")).unwrap().count(),
+        2,
+        "queries and corpus"
+    );
     let report = evaluate_reranker(&reranker, &candidates, &options).unwrap();
     // Whatever the reranker does, it cannot find what the retriever did not return.
     let recall_cap = candidates

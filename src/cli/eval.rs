@@ -54,6 +54,10 @@ pub struct RerankArgs {
     /// Write a bar chart of retriever vs reranked here (.html).
     #[arg(long)]
     chart: Option<PathBuf>,
+    /// Keep the retriever's embeddings here (a second evaluation behind the same retriever
+    /// does not encode the corpus again).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
     /// Print `{"retriever": {…}, "reranked": {…}}` on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -111,6 +115,7 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
             k: args.k,
             batch_size: args.batch_size,
             chart: None,
+            cache_dir: None,
             json: args.json,
         });
     }
@@ -167,6 +172,7 @@ fn rerank(args: RerankArgs) -> Result<()> {
         include_positives: args.include_positives,
         batch_size: args.batch_size,
         progress: true,
+        cache_dir: args.cache_dir.clone(),
     };
     let candidates = match (&args.beir, &args.candidates) {
         (Some(dir), None) => {

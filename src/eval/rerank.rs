@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::metrics::{evaluate_run, MetricValues, Run, METRICS};
 use super::search::{top_k, SearchOptions};
 use crate::data::{Qrels, RetrievalDataset};
+use crate::models::embedding_cache::EmbeddingCache;
 use crate::models::pooling::l2_normalize;
 use crate::models::{CrossEncoder, EncodeOptions, PredictOptions, SentenceEncoder};
 
@@ -33,6 +34,9 @@ pub struct RerankEvalOptions {
     /// Pairs (or texts) per forward pass.
     pub batch_size: usize,
     pub progress: bool,
+    /// Keep the retriever's embeddings here: evaluating several rerankers behind the same
+    /// retriever encodes the corpus once.
+    pub cache_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RerankEvalOptions {
@@ -43,6 +47,7 @@ impl Default for RerankEvalOptions {
             include_positives: false,
             batch_size: 32,
             progress: true,
+            cache_dir: None,
         }
     }
 }
@@ -83,16 +88,19 @@ impl Candidates {
             batch_size: options.batch_size,
             progress: options.progress,
         };
-        let q = l2_normalize(
-            &retriever
-                .encode(&queries, &encode)
-                .context("encoding queries")?,
-        )?;
-        let d = l2_normalize(
-            &retriever
-                .encode(&doc_texts, &encode)
-                .context("encoding the corpus")?,
-        )?;
+        let embed = |texts: &[String]| -> Result<candle_core::Tensor> {
+            let e = match &options.cache_dir {
+                Some(dir) => {
+                    EmbeddingCache::new(dir, retriever)?
+                        .encode(retriever, texts, &encode)?
+                        .0
+                }
+                None => retriever.encode(texts, &encode)?,
+            };
+            Ok(l2_normalize(&e)?)
+        };
+        let q = embed(&queries).context("encoding queries")?;
+        let d = embed(&doc_texts).context("encoding the corpus")?;
         let hits = top_k(&q, &d, options.top_k.max(1), SearchOptions::default())?;
         let index: HashMap<&str, usize> = doc_ids
             .iter()
@@ -396,7 +404,13 @@ impl RerankReport {
 
 /// The metrics a reranking report leads with.
 const HEADLINE: [&str; 7] = [
-    "ndcg@10", "mrr@10", "map@100", "recall@10", "recall@100", "precision@5", "accuracy@1",
+    "ndcg@10",
+    "mrr@10",
+    "map@100",
+    "recall@10",
+    "recall@100",
+    "precision@5",
+    "accuracy@1",
 ];
 
 /// Metric names in family order (`accuracy`, `precision`, …), cut-offs ascending.

@@ -7,7 +7,6 @@
 //! Scores stream block by block through [`crate::eval::search::top_k`], so memory is bounded by
 //! `queries × (range_max + positives)` plus the embeddings, whatever the corpus size.
 
-pub mod cache;
 pub mod output;
 pub mod select;
 
@@ -21,10 +20,10 @@ use serde::{Deserialize, Serialize};
 use crate::charts::Chart;
 use crate::data::table::str_column;
 use crate::eval::search::{top_k, SearchOptions};
+use crate::models::embedding_cache::EmbeddingCache;
 use crate::models::pooling::l2_normalize;
 use crate::models::{EncodeOptions, SentenceEncoder};
 use crate::rng::Rng;
-use cache::EmbeddingCache;
 pub use output::OutputFormat;
 pub use select::{Filters, Sampling};
 

@@ -216,9 +216,7 @@ impl TrainTask for RerankTask<'_> {
     fn card<'a>(&'a self, outcome: &'a TrainOutcome) -> CardFacts<'a> {
         let t = self.trainer;
         let d = t.data;
-        let sample = (0..d.len().min(3))
-            .map(|r| card_row(d, r))
-            .collect();
+        let sample = (0..d.len().min(3)).map(|r| card_row(d, r)).collect();
         CardFacts {
             kind: ModelKind {
                 library: "sentence-transformers",

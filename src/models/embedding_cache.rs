@@ -1,15 +1,16 @@
 //! An on-disk cache of embedding matrices, keyed by the model (its name and a digest of its
 //! weights, so a folder that was trained again misses) and the exact list of texts. A second
-//! mining run over the same corpus with the same model reads the matrix instead of encoding.
+//! mining run or reranking evaluation over the same corpus with the same model reads the matrix
+//! instead of encoding.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use candle_core::{DType, Tensor};
 
+use super::{EncodeOptions, SentenceEncoder};
 use crate::data::embeddings::{read_npy, write_npy};
 use crate::fingerprint::Fingerprint;
-use crate::models::{EncodeOptions, SentenceEncoder};
 
 pub struct EmbeddingCache {
     dir: PathBuf,
