@@ -17,7 +17,8 @@
 #    max_length 256: pairs/s and peak RSS; training seconds per step and peak RSS.
 # Without REF_PYTHON only ragtune is measured. WORK_DIR keeps the intermediate files (default: a
 # temporary folder); steps whose output exists there are not redone. RAGTUNE_BIN names a ragtune
-# binary to use instead of building the release one.
+# binary to use instead of building the release one. STEPS=N trains each tool for N steps only and
+# skips the quality evaluation: a speed run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${SCIFACT:-../shared/datasets/scifact}
@@ -51,37 +52,45 @@ echo '{"query": "q", "document": "d"}' > "$work/probe.jsonl"
   --max-length 256 --save-model "$work/ce0" 2> "$work/ce0.log"
 
 settings=(--loss bce --epochs 1 --batch-size 16 --lr 2e-5 --warmup-ratio 0.1 --max-length 256 --seed 42)
+steps=${STEPS:-}
+[ -n "$steps" ] && settings+=(--max-steps "$steps")
 rm -rf "$work/rt"
 timed "$work/rt.time" "$bin" train rerank --model "$work/ce0" --data "$work/pairs.jsonl" "${settings[@]}" \
   --save-steps 100000 --output "$work/rt" > "$work/rt.json" 2> "$work/rt.log"
 evaluate() {
   "$bin" eval rerank --retriever "$work/bi" --reranker "$1" --beir "$data" --split dev --top-k 100 \
-    --max-length 256 --json 2> /dev/null
+    --max-length 256 --cache-dir "$work/evalcache" --json 2> /dev/null
 }
-evaluate "$work/rt" > "$work/rt-dev.json"
+if [ -z "$steps" ]; then evaluate "$work/rt" > "$work/rt-dev.json"; else echo '{}' > "$work/rt-dev.json"; fi
 python3 - "$work/rt.json" "$work/rt.time" "$work/rt-dev.json" <<'PY'
 import json, sys
 o, (s, kb), d = json.load(open(sys.argv[1])), open(sys.argv[2]).read().split(), json.load(open(sys.argv[3]))
-r, k = d["retriever"], d["reranked"]
-print(f"retriever (tuned MiniLM) dev: ndcg@10 {r['ndcg@10']:.4f}, mrr@10 {r['mrr@10']:.4f}, map@100 {r['map@100']:.4f}")
-print(f"ragtune BCE: {o['steps']} steps, {o['seconds_per_step']:.2f} s/step, final loss {o['final_loss']:.4f}, "
-      f"peak RSS {int(kb) // 1024} MB; reranked top-100 dev ndcg@10 {k['ndcg@10']:.4f}, mrr@10 {k['mrr@10']:.4f}, "
-      f"map@100 {k['map@100']:.4f}")
+line = (f"ragtune BCE: {o['steps']} steps, {o['seconds_per_step']:.2f} s/step, final loss {o['final_loss']:.4f}, "
+        f"peak RSS {int(kb) // 1024} MB")
+if d:
+    r, k = d["retriever"], d["reranked"]
+    print(f"retriever (tuned MiniLM) dev: ndcg@10 {r['ndcg@10']:.4f}, mrr@10 {r['mrr@10']:.4f}, map@100 {r['map@100']:.4f}")
+    line += f"; reranked top-100 dev ndcg@10 {k['ndcg@10']:.4f}, mrr@10 {k['mrr@10']:.4f}, map@100 {k['map@100']:.4f}"
+print(line)
 PY
 
 if [ -n "${REF_PYTHON:-}" ]; then
   ref=scripts/st-rerank-reference.py
   rm -rf "$work/st"
   "$REF_PYTHON" "$ref" train --init "$work/ce0" --data "$work/pairs.jsonl" --out "$work/st" --epochs 1 \
-    --batch-size 16 --lr 2e-5 --warmup-ratio 0.1 --max-length 256 --seed 42 2> "$work/st.log" | tail -1 > "$work/st.json"
-  evaluate "$work/st" > "$work/st-dev.json"
-  python3 - "$work/st.json" "$work/st-dev.json" <<'PY'
+    --batch-size 16 --lr 2e-5 --warmup-ratio 0.1 --max-length 256 --seed 42 --max-steps "${steps:-0}" \
+    2> "$work/st.log" | tail -1 > "$work/st.json"
+  if [ -z "$steps" ]; then evaluate "$work/st" > "$work/st-dev.json"; else echo '{}' > "$work/st-dev.json"; fi
+  python3 - "$work/st.json" "$work/st-dev.json" "$work/rt.json" <<'PY'
 import json, sys
-o, d = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
-k = d["reranked"]
-print(f"sentence-transformers BCE: {o['steps']} steps, {o['seconds_per_step']:.2f} s/step, train loss "
-      f"{o['train_loss']:.4f}, peak RSS {o['peak_rss_mb']:.0f} MB; reranked top-100 dev ndcg@10 {k['ndcg@10']:.4f}, "
-      f"mrr@10 {k['mrr@10']:.4f}, map@100 {k['map@100']:.4f}")
+o, d, rt = json.load(open(sys.argv[1])), json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+line = (f"sentence-transformers BCE: {o['steps']} steps, {o['seconds_per_step']:.2f} s/step "
+        f"(ragtune {o['seconds_per_step'] / rt['seconds_per_step']:.2f}x), train loss {o['train_loss']:.4f}, "
+        f"peak RSS {o['peak_rss_mb']:.0f} MB")
+if d:
+    k = d["reranked"]
+    line += f"; reranked top-100 dev ndcg@10 {k['ndcg@10']:.4f}, mrr@10 {k['mrr@10']:.4f}, map@100 {k['map@100']:.4f}"
+print(line)
 PY
   [ -f "$work/pairs20.jsonl" ] || "$REF_PYTHON" "$ref" candidates --retriever "$work/bi" --beir "$data" --split dev \
     --queries 20 --top-k 100 --out "$work/pairs20.jsonl" > /dev/null 2>&1

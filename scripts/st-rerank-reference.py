@@ -2,8 +2,8 @@
 training and the same scoring as ragtune, in PyTorch on the CPU with 2 threads. A development
 tool, run with a Python that has torch, sentence-transformers and datasets; never a dependency.
 
-  train --init DIR --data pairs.jsonl --out DIR [--loss bce] [--epochs 1 --batch-size 16 --lr 2e-5
-        --warmup-ratio 0.1 --max-length 256 --seed 42]
+  train --init DIR --data pairs.jsonl --out DIR [--epochs 1 --batch-size 16 --lr 2e-5
+        --warmup-ratio 0.1 --max-length 256 --seed 42 --max-steps N]
       CrossEncoderTrainer from the cross-encoder folder DIR (ragtune writes it with a fresh head:
       `ragtune rerank --save-model`) on (query, document, label) rows; prints one JSON line with
       steps, seconds per step, the last logged losses and the peak RSS. The model is saved in --out.
@@ -58,6 +58,7 @@ def cmd_train(a):
     args = CrossEncoderTrainingArguments(
         output_dir=a.out + "-trainer", num_train_epochs=a.epochs, per_device_train_batch_size=a.batch_size,
         learning_rate=a.lr, warmup_ratio=a.warmup_ratio, seed=a.seed, save_strategy="no", logging_steps=10,
+        max_steps=a.max_steps if a.max_steps else -1,
         report_to="none", bf16=False, fp16=False, dataloader_drop_last=False, use_cpu=True,
     )
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=data, loss=loss, callbacks=[Losses()])
@@ -118,6 +119,7 @@ def main():
     t.add_argument("--warmup-ratio", type=float, default=0.1)
     t.add_argument("--max-length", type=int, default=256)
     t.add_argument("--seed", type=int, default=42)
+    t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (speed runs)")
     s = sub.add_parser("score")
     s.add_argument("--model", required=True)
     s.add_argument("--pairs", required=True)

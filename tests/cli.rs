@@ -739,8 +739,20 @@ fn reranker_commands_train_score_and_evaluate() {
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(json["retriever"]["ndcg@10"].is_number() && json["reranked"]["ndcg@10"].is_number());
     let chart = tmp.path().join("c.html");
-    let out = eval(&["--chart", &s(&chart)]);
+    let rows = tmp.path().join("rows.jsonl");
+    let out = eval(&["--chart", &s(&chart), "--output", &s(&rows)]);
     assert!(text(&out.stdout).contains("reranked") && chart.is_file());
+    let rows = ragtune::data::read_table(&rows).unwrap();
+    assert_eq!(rows.height(), 6, "2 queries × top 3");
+    assert_eq!(
+        rows.column("relevance")
+            .unwrap()
+            .i64()
+            .unwrap()
+            .into_no_null_iter()
+            .sum::<i64>(),
+        2
+    );
     let out = run(&[
         "eval",
         "retrieval",

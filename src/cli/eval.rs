@@ -58,6 +58,10 @@ pub struct RerankArgs {
     /// does not encode the corpus again).
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// Write every (query, candidate) with its relevance, retriever and reranker scores and ranks
+    /// here (.jsonl/.csv/.tsv/.parquet).
+    #[arg(long)]
+    output: Option<PathBuf>,
     /// Print `{"retriever": {…}, "reranked": {…}}` on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -116,6 +120,7 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
             batch_size: args.batch_size,
             chart: None,
             cache_dir: None,
+            output: None,
             json: args.json,
         });
     }
@@ -197,6 +202,9 @@ fn rerank(args: RerankArgs) -> Result<()> {
     let report = evaluate_reranker(&reranker, &candidates, &options)?;
     if let Some(path) = &args.chart {
         report.chart().write_html(path)?;
+    }
+    if let Some(path) = &args.output {
+        ragtune::data::write_table(&report.rows, path)?;
     }
     print_rerank(&report, args.json)
 }

@@ -258,6 +258,52 @@ impl Candidates {
             .collect()
     }
 
+    /// Every candidate with its relevance grade, first-stage score and rank, and the reranker's
+    /// score and rank from `reranked` (a run over these candidates).
+    pub fn rows(&self, reranked: &Run) -> Result<DataFrame> {
+        let mut cols: [Vec<String>; 4] = Default::default();
+        let (mut grades, mut first, mut second) = (vec![], vec![], vec![]);
+        let (mut first_rank, mut second_rank) = (vec![], vec![]);
+        for (q, (qid, docs)) in self
+            .queries
+            .iter()
+            .zip(self.query_ids.iter().zip(&self.docs))
+        {
+            let mut order: Vec<(String, f32)> = reranked.get(qid).cloned().unwrap_or_default();
+            super::metrics::trec_order(&mut order);
+            let rank_of: HashMap<&str, usize> = order
+                .iter()
+                .enumerate()
+                .map(|(i, (d, _))| (d.as_str(), i + 1))
+                .collect();
+            let score_of: HashMap<&str, f32> =
+                order.iter().map(|(d, s)| (d.as_str(), *s)).collect();
+            for (i, (doc_id, text, score)) in docs.iter().enumerate() {
+                cols[0].push(qid.clone());
+                cols[1].push(q.clone());
+                cols[2].push(doc_id.clone());
+                cols[3].push(text.clone());
+                grades.push(
+                    self.qrels
+                        .get(qid)
+                        .and_then(|j| j.get(doc_id))
+                        .copied()
+                        .unwrap_or(0),
+                );
+                first.push(*score);
+                first_rank.push(i as u32 + 1);
+                second.push(score_of.get(doc_id.as_str()).copied().unwrap_or(f32::NAN));
+                second_rank.push(rank_of.get(doc_id.as_str()).map_or(0, |&r| r as u32));
+            }
+        }
+        let [query_id, query, doc_id, document] = cols;
+        Ok(df!(
+            "query_id" => query_id, "query" => query, "doc_id" => doc_id, "document" => document,
+            "relevance" => grades, "retriever_score" => first, "retriever_rank" => first_rank,
+            "reranker_score" => second, "reranker_rank" => second_rank,
+        )?)
+    }
+
     /// The cross-encoder's ranking of the same candidates as a run.
     pub fn rerank(&self, reranker: &CrossEncoder, options: &RerankEvalOptions) -> Result<Run> {
         let pairs: Vec<(&str, &str)> = self
@@ -305,6 +351,9 @@ pub struct RerankReport {
     pub retriever_metrics: MetricValues,
     pub reranked_metrics: MetricValues,
     pub rerank_seconds: f64,
+    /// One row per (query, candidate): ids, texts, both scores and both ranks, for inspection.
+    #[serde(skip)]
+    pub rows: DataFrame,
 }
 
 /// Reranks `candidates` with `reranker` and scores both rankings.
@@ -321,6 +370,7 @@ pub fn evaluate_reranker(
     let rerank_seconds = start.elapsed().as_secs_f64();
     let retriever = evaluate_run(&candidates.run(), &candidates.qrels, &options.ks);
     let reranked_scores = evaluate_run(&reranked, &candidates.qrels, &options.ks);
+    let rows = candidates.rows(&reranked)?;
     Ok(RerankReport {
         dataset: candidates.name.clone(),
         retriever: candidates.retriever.clone(),
@@ -331,6 +381,7 @@ pub fn evaluate_reranker(
         retriever_metrics: retriever.mean,
         reranked_metrics: reranked_scores.mean,
         rerank_seconds,
+        rows,
     })
 }
 

@@ -115,6 +115,13 @@ pub(super) fn register(r: &mut Registry) {
     );
     bind!(
         r,
+        "rows",
+        "report.rows() -> Frame",
+        "Every (query, candidate) with its relevance, retriever and reranker scores and ranks, for inspection.",
+        |e: &mut RerankEval| Frame(e.0.rows.clone()),
+    );
+    bind!(
+        r,
         "mine",
         "mine(encoder: Encoder, pairs: Frame, corpus: Dataset, rescorer: Reranker, options: #{…}) -> MinedNegatives",
         "Hard negatives from a dataset's corpus, candidates and positives rescored by a cross-encoder when max_score \
