@@ -540,26 +540,30 @@ fn reranker_commands_train_score_and_evaluate() {
     let beir = tiny_beir(&tmp.path().join("b"));
     let s = |p: &Path| p.to_str().unwrap().to_string();
     let run = |a: &[String]| ragtune(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    // `mine` writes the training data in the format asked for.
+    let mine_as = |format: &str, output: &Path| {
+        let out = run(&[
+            "mine",
+            "--model",
+            &s(&model),
+            "--data",
+            &s(&beir),
+            "--beir-split",
+            "test",
+            "--corpus",
+            &s(&beir),
+            "--num-negatives",
+            "2",
+            "--output-format",
+            format,
+            "--output",
+            &s(output),
+        ]
+        .map(String::from));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    };
     let pairs = tmp.path().join("pairs.jsonl");
-    let out = run(&[
-        "mine",
-        "--model",
-        &s(&model),
-        "--data",
-        &s(&beir),
-        "--beir-split",
-        "test",
-        "--corpus",
-        &s(&beir),
-        "--num-negatives",
-        "2",
-        "--output-format",
-        "labeled-pair",
-        "--output",
-        &s(&pairs),
-    ]
-    .map(String::from));
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    mine_as("labeled-pair", &pairs);
 
     let reranker = tmp.path().join("reranker");
     let train = |extra: &[&str]| {
@@ -619,25 +623,7 @@ fn reranker_commands_train_score_and_evaluate() {
 
     // A labeled-list file from `mine` trains a listwise loss as it is.
     let lists = tmp.path().join("lists.jsonl");
-    let out = run(&[
-        "mine",
-        "--model",
-        &s(&model),
-        "--data",
-        &s(&beir),
-        "--beir-split",
-        "test",
-        "--corpus",
-        &s(&beir),
-        "--num-negatives",
-        "2",
-        "--output-format",
-        "labeled-list",
-        "--output",
-        &s(&lists),
-    ]
-    .map(String::from));
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    mine_as("labeled-list", &lists);
     let out = run(&[
         "train",
         "rerank",
