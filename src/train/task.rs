@@ -30,8 +30,6 @@ pub struct StepOutput {
 
 /// A model kind's side of training.
 pub trait TrainTask {
-    /// The model being trained (for messages and the card).
-    fn model_name(&self) -> String;
     /// The loss (its library class name), for logs and the card.
     fn loss_name(&self) -> String;
     /// Rejects data that does not fit the loss before any step is taken.

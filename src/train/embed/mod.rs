@@ -59,10 +59,6 @@ pub struct EmbedTask<'a> {
 }
 
 impl TrainTask for EmbedTask<'_> {
-    fn model_name(&self) -> String {
-        self.trainer.encoder.name().to_string()
-    }
-
     fn loss_name(&self) -> String {
         self.loss.name()
     }

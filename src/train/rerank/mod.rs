@@ -130,10 +130,6 @@ impl RerankTask<'_> {
 }
 
 impl TrainTask for RerankTask<'_> {
-    fn model_name(&self) -> String {
-        self.trainer.model.name().to_string()
-    }
-
     fn loss_name(&self) -> String {
         self.loss.name()
     }
