@@ -564,20 +564,23 @@ fn sigkill_then_resume_reaches_the_uninterrupted_weights() {
     common::kill_resume_matches_whole_run(dir, &args, &dir.join("model/model.safetensors"), 9);
 }
 
-#[test]
-fn reranking_keeps_missed_documents_missed_unless_asked() {
-    let tmp = tempfile::tempdir().unwrap();
+/// A tiny random bi-encoder and a tiny random cross-encoder (fresh head), written under `dir`.
+fn retriever_and_reranker(dir: &Path) -> (ragtune::SentenceEncoder, CrossEncoder) {
     let retriever = ragtune::SentenceEncoder::load(
-        common::write_tiny_model(&tmp.path().join("bi"), 24)
+        common::write_tiny_model(&dir.join("bi"), 24)
             .to_str()
             .unwrap(),
         &LoadOptions::default(),
     )
     .unwrap();
-    let reranker = load(
-        &common::write_tiny_model(&tmp.path().join("ce"), 24),
-        DType::F32,
-    );
+    let reranker = load(&common::write_tiny_model(&dir.join("ce"), 24), DType::F32);
+    (retriever, reranker)
+}
+
+#[test]
+fn reranking_keeps_missed_documents_missed_unless_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (retriever, reranker) = retriever_and_reranker(tmp.path());
     let docs: Vec<ragtune::data::retrieval::Document> = (0..12)
         .map(|i| ragtune::data::retrieval::Document {
             id: format!("d{i}"),
@@ -647,17 +650,7 @@ fn reranking_keeps_missed_documents_missed_unless_asked() {
 fn mining_rescores_with_a_cross_encoder_when_scores_are_compared() {
     use ragtune::mine::{mine_hard_negatives, MineOptions, OutputFormat, Rescorer};
     let tmp = tempfile::tempdir().unwrap();
-    let encoder = ragtune::SentenceEncoder::load(
-        common::write_tiny_model(&tmp.path().join("bi"), 24)
-            .to_str()
-            .unwrap(),
-        &LoadOptions::default(),
-    )
-    .unwrap();
-    let reranker = load(
-        &common::write_tiny_model(&tmp.path().join("ce"), 24),
-        DType::F32,
-    );
+    let (encoder, reranker) = retriever_and_reranker(tmp.path());
     let corpus: Vec<String> = (0..10)
         .map(|i| format!("{} {} comb", common::WORDS[i], common::WORDS[i + 2]))
         .collect();

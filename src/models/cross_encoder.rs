@@ -21,10 +21,10 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use tokenizers::{EncodeInput, Encoding, Tokenizer, TruncationParams, TruncationStrategy};
+use tokenizers::{EncodeInput, Encoding, Tokenizer};
 
 use super::bert::{linear, BertConfig, BertModel, Mode};
-use super::encoder::{pass_token_cap, plan_passes, preview, read_json};
+use super::encoder::{pass_token_cap, plan_passes, preview, read_json, unpad_and_truncate};
 use super::hub::ModelSource;
 use super::weights::{bert_prefix, ensure_all_loaded, preload_safetensors_as};
 use super::LoadOptions;
@@ -333,15 +333,7 @@ impl CrossEncoder {
         max_length: usize,
         activation: ScoreActivation,
     ) -> Result<Self> {
-        let pad_id = tokenizer.get_padding().map(|p| p.pad_id).unwrap_or(0);
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length,
-                strategy: TruncationStrategy::LongestFirst,
-                ..Default::default()
-            }))
-            .map_err(|e| anyhow::anyhow!("cannot set truncation: {e}"))?;
+        let pad_id = unpad_and_truncate(&mut tokenizer, max_length)?;
         let num_labels = classifier.0.dim(0)?;
         let config_json = serde_json::to_value(&bert.config)?;
         Ok(Self {

@@ -199,18 +199,7 @@ impl SentenceEncoder {
         // tokenizer.json files often pad every input to a fixed length (MiniLM's pads to 128) and
         // truncate at the tokenizer's own limit. We pad per batch ourselves and truncate where
         // sentence-transformers does: at max_seq_length.
-        let pad_id = tokenizer
-            .get_padding()
-            .map(|p: &PaddingParams| p.pad_id)
-            .unwrap_or(0);
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: max_seq_length,
-                strategy: TruncationStrategy::LongestFirst,
-                ..Default::default()
-            }))
-            .map_err(|e| anyhow::anyhow!("cannot set truncation: {e}"))?;
+        let pad_id = unpad_and_truncate(&mut tokenizer, max_seq_length)?;
         let config_json = serde_json::to_value(&bert.config)?;
         Ok(Self {
             name,
@@ -403,6 +392,24 @@ impl SentenceEncoder {
             pass_token_cap(&self.bert, self.max_seq_length),
         )
     }
+}
+
+/// Turns off the tokenizer's own padding (we pad per batch) and truncates longest-first at
+/// `max_length`, as sentence-transformers does for texts and pairs; returns the padding id.
+pub(crate) fn unpad_and_truncate(tokenizer: &mut Tokenizer, max_length: usize) -> Result<u32> {
+    let pad_id = tokenizer
+        .get_padding()
+        .map(|p: &PaddingParams| p.pad_id)
+        .unwrap_or(0);
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length,
+            strategy: TruncationStrategy::LongestFirst,
+            ..Default::default()
+        }))
+        .map_err(|e| anyhow::anyhow!("cannot set truncation: {e}"))?;
+    Ok(pad_id)
 }
 
 /// Groups sequence indices into forward passes: longest first, so each padded batch pads only to
