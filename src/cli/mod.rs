@@ -151,6 +151,10 @@ struct LlmArgs {
     /// Decode with f32 weights instead of 8-bit copies (local: models; slower, bit-exact).
     #[arg(long)]
     f32_decode: bool,
+    /// A PEFT LoRA adapter folder (e.g. from `train generate`) to load onto a local: model,
+    /// merged into its weights.
+    #[arg(long)]
+    adapter: Option<std::path::PathBuf>,
 }
 
 /// The small instruct model the seeding script puts in the Hugging Face cache.
@@ -162,6 +166,8 @@ impl LlmArgs {
         ragtune::llm::LocalOptions {
             max_batch: self.max_batch,
             q8_decode: !self.f32_decode,
+            adapter: self.adapter.clone(),
+            ..Default::default()
         }
     }
 

@@ -33,6 +33,9 @@ pub struct ServeArgs {
     /// Append a line per answered request to this file.
     #[arg(long)]
     request_log: Option<PathBuf>,
+    /// A PEFT LoRA adapter folder to load onto the model, merged into its weights.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
@@ -42,6 +45,8 @@ pub fn run(args: ServeArgs) -> Result<()> {
         &LocalOptions {
             max_batch: args.max_batch,
             q8_decode: !args.f32_decode,
+            adapter: args.adapter.clone(),
+            ..Default::default()
         },
     )?;
     let server = Server::start(

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::{Content, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -14,19 +15,23 @@ use tokenizers::pre_tokenizers::sequence::Sequence;
 use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, SplitDelimiterBehavior, Tokenizer};
 
-use super::llama::LlamaConfig;
+use crate::models::llama::LlamaConfig;
 
 /// Everything a local model needs, read from one file.
 pub struct GgufModel {
     pub config: LlamaConfig,
     pub weights: HashMap<String, Tensor>,
+    /// Linear weights kept in their GGUF block format (loaded with `quantized`).
+    pub quantized: HashMap<String, QTensor>,
     pub tokenizer: Tokenizer,
     pub chat_template: Option<String>,
     pub bos: Option<String>,
     pub eos: Vec<u32>,
 }
 
-pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
+/// Reads the model in `path`. With `quantized`, the blocks' linear weights (`blk.N.attn_q.weight`,
+/// …) stay in their stored block format; everything else is dequantized to f32.
+pub fn load(path: &Path, device: &Device, quantized: bool) -> Result<GgufModel> {
     let mut file =
         std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let content = Content::read(&mut file)
@@ -61,11 +66,20 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
     };
 
     let mut weights = HashMap::with_capacity(content.tensor_infos.len());
+    let mut kept = HashMap::new();
     for name in content.tensor_infos.keys() {
         let q = content
             .tensor(&mut file, name, device)
             .with_context(|| format!("{}: reading tensor `{name}`", path.display()))?;
-        weights.insert(name.clone(), q.dequantize(device)?);
+        let linear = name.starts_with("blk.")
+            && name.ends_with(".weight")
+            && q.shape().rank() == 2
+            && !matches!(q.dtype(), GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16);
+        if quantized && linear {
+            kept.insert(name.clone(), q);
+        } else {
+            weights.insert(name.clone(), q.dequantize(device)?);
+        }
     }
 
     let tokenizer = tokenizer(&meta, &tokens)?;
@@ -76,6 +90,7 @@ pub fn load(path: &Path, device: &Device) -> Result<GgufModel> {
     Ok(GgufModel {
         config,
         weights,
+        quantized: kept,
         tokenizer,
         chat_template: meta.string("tokenizer.chat_template").ok(),
         bos,

@@ -11,8 +11,8 @@ use serde::Deserialize;
 use tokenizers::Tokenizer;
 
 use super::gguf::GgufModel;
-use super::llama::LlamaConfig;
 use crate::models::hub::ModelSource;
+use crate::models::llama::LlamaConfig;
 
 #[derive(Deserialize)]
 struct HfConfig {
@@ -114,6 +114,7 @@ pub fn load(source: &ModelSource, device: &Device) -> Result<GgufModel> {
     Ok(GgufModel {
         config,
         weights,
+        quantized: HashMap::new(),
         chat_template: tok_config["chat_template"].as_str().map(str::to_string),
         bos: token_text("bos_token"),
         eos,

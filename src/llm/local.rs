@@ -11,12 +11,12 @@ use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use super::llama::{KvCache, Llama};
 use super::template::ChatTemplate;
 use super::{
     sample, ChatModel, ChatRequest, Completion, FinishReason, GenerationParams, Message, OnAnswer,
 };
 use crate::models::hub::ModelSource;
+use crate::models::llama::{KvCache, Llama};
 use crate::rng::Rng;
 
 /// Prompts decoded together by default. Measured on 2 cores with SmolLM2-135M (16 identical
@@ -33,6 +33,11 @@ pub struct LocalOptions {
     /// Decoding steps multiply by 8-bit (Q8_0) copies of the weights: about 4x less memory
     /// traffic per token. Prompts always run in f32.
     pub q8_decode: bool,
+    /// Keep the blocks' linear weights in their GGUF block format (QLoRA training); they are
+    /// dequantized one layer at a time when used. GGUF files only.
+    pub quantized_base: bool,
+    /// A PEFT LoRA adapter folder to load onto the model and merge into its weights.
+    pub adapter: Option<std::path::PathBuf>,
 }
 
 impl Default for LocalOptions {
@@ -40,6 +45,8 @@ impl Default for LocalOptions {
         Self {
             max_batch: DEFAULT_MAX_BATCH,
             q8_decode: true,
+            quantized_base: false,
+            adapter: None,
         }
     }
 }
@@ -76,6 +83,8 @@ pub struct LocalLlm {
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
     eos: Vec<u32>,
+    /// The tokenizer's end-of-sequence token (what fine-tuning appends to plain text).
+    eos_token: Option<u32>,
     options: LocalOptions,
     last_stats: Mutex<GenerationStats>,
 }
@@ -104,8 +113,12 @@ impl LocalLlm {
                 };
                 ModelSource::parse(&format!("{owner}/{repo}"))?.file(file)?
             };
-            super::gguf::load(&file, &device).with_context(|| format!("loading model `{spec}`"))?
+            super::gguf::load(&file, &device, options.quantized_base)
+                .with_context(|| format!("loading model `{spec}`"))?
         } else {
+            if options.quantized_base {
+                bail!("model `{spec}`: a quantized base needs a GGUF file (a safetensors folder holds no quantized blocks)");
+            }
             super::hf::load(&ModelSource::parse(spec)?, &device)
                 .with_context(|| format!("loading model `{spec}`"))?
         };
@@ -120,6 +133,7 @@ impl LocalLlm {
             )?),
             None => None,
         };
+        let eos_token = parts.eos.first().copied();
         let mut eos = parts.eos.clone();
         // Chat models end a turn with their end-of-turn token even where metadata names another EOS.
         for t in ["<|im_end|>", "<|eot_id|>", "<|end|>", "<|endoftext|>"] {
@@ -127,19 +141,83 @@ impl LocalLlm {
         }
         eos.sort_unstable();
         eos.dedup();
-        Ok(Self {
+        let mut llm = Self {
             name: spec.to_string(),
-            model: Llama::new(parts.config, parts.weights, options.q8_decode, &device)?,
+            model: Llama::new(
+                parts.config,
+                parts.weights,
+                parts.quantized,
+                options.q8_decode,
+                &device,
+            )?,
             tokenizer: parts.tokenizer,
             template,
             eos,
+            eos_token,
             options: options.clone(),
             last_stats: Mutex::new(GenerationStats::default()),
-        })
+        };
+        if let Some(dir) = &options.adapter {
+            llm.load_adapter(dir, true)?;
+        }
+        Ok(llm)
     }
 
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer
+    }
+
+    /// How the model was named when loaded (`local:` spec without the prefix).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The network (training reads it; [`model_mut`](Self::model_mut) adds adapters).
+    pub fn model(&self) -> &Llama {
+        &self.model
+    }
+
+    pub fn model_mut(&mut self) -> &mut Llama {
+        &mut self.model
+    }
+
+    pub fn template(&self) -> Option<&ChatTemplate> {
+        self.template.as_ref()
+    }
+
+    /// The end-of-sequence token id the model's metadata names.
+    pub fn eos_token(&self) -> Option<u32> {
+        self.eos_token
+    }
+
+    /// Token ids that end an answer (end of text and end of turn).
+    pub fn eos(&self) -> &[u32] {
+        &self.eos
+    }
+
+    /// Loads a PEFT LoRA adapter folder onto the model and, with `merge`, folds it into the
+    /// weights (decoding then costs what the base costs). Warns when the adapter names another
+    /// base model.
+    pub fn load_adapter(&mut self, dir: &Path, merge: bool) -> Result<()> {
+        let (_, base) = crate::models::peft::load_adapter(&mut self.model, dir)
+            .with_context(|| format!("loading the adapter in {}", dir.display()))?;
+        if !base.is_empty()
+            && base != self.name
+            && !self.name.ends_with(&base)
+            && !base.ends_with(&self.name)
+        {
+            eprintln!(
+                "note: the adapter in {} was trained on `{base}`, loaded here on `{}`",
+                dir.display(),
+                self.name
+            );
+        }
+        if merge {
+            self.model.merge_adapters()?;
+        }
+        // Answers cached under the model's name must not be mistaken for the base model's.
+        self.name = format!("{}+adapter:{}", self.name, dir.display());
+        Ok(())
     }
 
     pub fn config(&self) -> &super::LlamaConfig {

@@ -8,7 +8,6 @@
 mod cache;
 mod gguf;
 mod hf;
-mod llama;
 mod local;
 mod openai;
 mod sample;
@@ -20,8 +19,8 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
+pub use crate::models::llama::LlamaConfig;
 pub use cache::CachedChat;
-pub use llama::LlamaConfig;
 pub use local::{GenerationStats, LocalLlm, LocalOptions, DEFAULT_MAX_BATCH};
 pub use openai::{OpenAiClient, OpenAiOptions};
 pub use template::ChatTemplate;

@@ -31,11 +31,17 @@ impl ChatTemplate {
 
     /// The prompt text for `messages`, ending where the assistant's answer begins.
     pub fn render(&self, messages: &[Message]) -> Result<String> {
+        self.render_with(messages, true)
+    }
+
+    /// The text of `messages`; with `add_generation_prompt`, followed by the opening of the
+    /// assistant's next turn.
+    pub fn render_with(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let template = self.env.get_template("chat").expect("added in new");
         template
             .render(context! {
                 messages => messages,
-                add_generation_prompt => true,
+                add_generation_prompt => add_generation_prompt,
                 bos_token => &self.bos,
                 eos_token => &self.eos,
             })

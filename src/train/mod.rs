@@ -11,6 +11,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod dataset;
 pub mod embed;
+pub mod generate;
 pub mod log;
 pub mod optim;
 pub mod rerank;

@@ -296,7 +296,14 @@ impl Fit<'_> {
                 known.join(", ")
             );
         };
-        if best.is_none_or(|(b, _)| score > b) {
+        let better = |b: f64| {
+            if self.config.lower_is_better() {
+                score < b
+            } else {
+                score > b
+            }
+        };
+        if best.is_none_or(|(b, _)| better(b)) {
             *best = Some((score, step));
             self.task.save_model(&self.output.join("best"))?;
         }

@@ -1,0 +1,731 @@
+//! A Llama-family decoder (Llama 2/3, SmolLM2, Qwen2-style biases), one architecture for
+//! inference and training. Inference: a KV cache and batches of left-padded prompts
+//! ([`Llama::forward`]). Training: full-sequence hidden states through differentiable ops only
+//! ([`Llama::forward_train`]), right-padded or packed rows, gradients reaching the LoRA adapters
+//! of [`super::lora`] and never the frozen base.
+//!
+//! Weights arrive under GGUF's names (the Hugging Face loader renames to them). Dense weights are
+//! dequantized to f32 (candle's quantized matmul quantizes activations to 8 bits, which turns
+//! small models' answers into nonsense); with `quantized`, linear weights stay in their GGUF
+//! blocks (QLoRA) and are dequantized one layer at a time when used.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use candle_core::quantized::QTensor;
+use candle_core::{DType, Device, IndexOp, Tensor, D};
+
+use super::lora::{BaseWeight, LoraConfig, LoraLinear, LLAMA_LINEARS};
+use crate::rng::Rng;
+
+/// The shape of a model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub rope_theta: f32,
+    pub rms_eps: f64,
+    pub max_positions: usize,
+    /// GGUF stores q/k rows permuted for rotation of adjacent pairs; Hugging Face checkpoints
+    /// rotate the two halves of each head.
+    pub rope_interleaved: bool,
+}
+
+impl LlamaConfig {
+    pub fn head_dim(&self) -> usize {
+        self.hidden / self.heads
+    }
+}
+
+/// Removes a tensor from the loaded set, checking its shape.
+fn take(
+    weights: &mut HashMap<String, Tensor>,
+    name: &str,
+    shape: &[usize],
+    device: &Device,
+) -> Result<Tensor> {
+    let t = weights
+        .remove(name)
+        .with_context(|| format!("model weights have no tensor `{name}`"))?;
+    if t.dims() != shape {
+        bail!(
+            "tensor `{name}` has shape {:?}, the config implies {shape:?}",
+            t.dims()
+        );
+    }
+    Ok(t.to_dtype(DType::F32)?.to_device(device)?)
+}
+
+/// GGUF's names of a block's linear layers, in [`LLAMA_LINEARS`] order.
+pub const GGUF_LINEARS: [&str; 7] = [
+    "attn_q",
+    "attn_k",
+    "attn_v",
+    "attn_output",
+    "ffn_gate",
+    "ffn_up",
+    "ffn_down",
+];
+
+struct Block {
+    attn_norm: Tensor,
+    /// q, k, v, o, gate, up, down ([`LLAMA_LINEARS`] order).
+    linears: Vec<LoraLinear>,
+    ffn_norm: Tensor,
+}
+
+impl Block {
+    fn q(&self) -> &LoraLinear {
+        &self.linears[0]
+    }
+    fn k(&self) -> &LoraLinear {
+        &self.linears[1]
+    }
+    fn v(&self) -> &LoraLinear {
+        &self.linears[2]
+    }
+    fn o(&self) -> &LoraLinear {
+        &self.linears[3]
+    }
+    fn gate(&self) -> &LoraLinear {
+        &self.linears[4]
+    }
+    fn up(&self) -> &LoraLinear {
+        &self.linears[5]
+    }
+    fn down(&self) -> &LoraLinear {
+        &self.linears[6]
+    }
+}
+
+pub struct Llama {
+    cfg: LlamaConfig,
+    embed: Tensor,
+    blocks: Vec<Block>,
+    norm: Tensor,
+    lm_head: LoraLinear,
+    /// Inverse frequencies of the rotary embedding, (head_dim / 2).
+    inv_freq: Vec<f32>,
+    device: Device,
+}
+
+/// Keys and values of every layer for a batch, preallocated for the whole generation.
+pub struct KvCache {
+    layers: Vec<(Tensor, Tensor)>,
+    len: usize,
+    capacity: usize,
+}
+
+impl KvCache {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Keeps only the given batch rows (finished sequences leave the batch).
+    pub fn retain_rows(&mut self, rows: &Tensor) -> Result<()> {
+        for (k, v) in &mut self.layers {
+            *k = k.index_select(rows, 0)?;
+            *v = v.index_select(rows, 0)?;
+        }
+        Ok(())
+    }
+}
+
+impl Llama {
+    /// Builds the model from tensors named as in GGUF (`token_embd.weight`, `blk.N.attn_q.weight`, …):
+    /// `weights` in f32, `quantized` the linear weights kept in GGUF blocks (QLoRA). With `q8`,
+    /// decoding steps multiply by 8-bit copies of the weights (see [`LoraLinear`]).
+    pub fn new(
+        cfg: LlamaConfig,
+        mut weights: HashMap<String, Tensor>,
+        mut quantized: HashMap<String, QTensor>,
+        q8: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        let (h, kv, hd) = (cfg.hidden, cfg.kv_heads * cfg.head_dim(), cfg.head_dim());
+        let embed = take(
+            &mut weights,
+            "token_embd.weight",
+            &[cfg.vocab_size, h],
+            device,
+        )?;
+        let mut blocks = Vec::with_capacity(cfg.layers);
+        let shapes = [
+            (h, h),
+            (kv, h),
+            (kv, h),
+            (h, h),
+            (cfg.intermediate, h),
+            (cfg.intermediate, h),
+            (h, cfg.intermediate),
+        ];
+        for i in 0..cfg.layers {
+            let p = format!("blk.{i}");
+            let mut linears = Vec::with_capacity(7);
+            for (name, (out, inp)) in GGUF_LINEARS.iter().zip(shapes) {
+                let key = format!("{p}.{name}.weight");
+                let base = match quantized.remove(&key) {
+                    Some(q) => {
+                        if q.shape().dims() != [out, inp] {
+                            bail!(
+                                "tensor `{key}` has shape {:?}, the config implies [{out}, {inp}]",
+                                q.shape().dims()
+                            );
+                        }
+                        BaseWeight::Quantized(Arc::new(q))
+                    }
+                    None => BaseWeight::Dense(take(&mut weights, &key, &[out, inp], device)?),
+                };
+                let bias = weights
+                    .remove(&format!("{p}.{name}.bias"))
+                    .map(|b| b.to_dtype(DType::F32)?.to_device(device))
+                    .transpose()?;
+                linears.push(LoraLinear::new(base, bias, q8)?);
+            }
+            blocks.push(Block {
+                attn_norm: take(&mut weights, &format!("{p}.attn_norm.weight"), &[h], device)?,
+                ffn_norm: take(&mut weights, &format!("{p}.ffn_norm.weight"), &[h], device)?,
+                linears,
+            });
+        }
+        let norm = take(&mut weights, "output_norm.weight", &[h], device)?;
+        // Small models tie the output projection to the embedding.
+        let head = match (
+            weights.remove("output.weight"),
+            quantized.remove("output.weight"),
+        ) {
+            (Some(w), _) => BaseWeight::Dense(w.to_dtype(DType::F32)?.to_device(device)?),
+            (None, Some(q)) => BaseWeight::Dense(q.dequantize(device)?),
+            (None, None) => BaseWeight::Dense(embed.clone()),
+        };
+        let lm_head = LoraLinear::new(head, None, q8)?;
+        let inv_freq = (0..hd / 2)
+            .map(|i| 1.0 / cfg.rope_theta.powf(2.0 * i as f32 / hd as f32))
+            .collect();
+        Ok(Self {
+            cfg,
+            embed,
+            blocks,
+            norm,
+            lm_head,
+            inv_freq,
+            device: device.clone(),
+        })
+    }
+
+    /// Adds fresh LoRA adapters to the target layers of every block (`A` seeded by
+    /// `config.seed`, `B` zero). Layers that already have one are refused.
+    pub fn add_lora(&mut self, config: &LoraConfig) -> Result<()> {
+        config.validate()?;
+        let targets = config.targets()?;
+        let mut rng = Rng::new(config.seed);
+        for block in &mut self.blocks {
+            for (name, linear) in LLAMA_LINEARS.iter().zip(&mut block.linears) {
+                if targets.iter().any(|t| t == name) {
+                    if linear.adapter().is_some() {
+                        bail!("the model already has LoRA adapters");
+                    }
+                    linear.add_adapter(config, &mut rng)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Every linear layer as (layer index, Hugging Face module name, layer), in order.
+    pub fn linears(&self) -> impl Iterator<Item = (usize, &'static str, &LoraLinear)> {
+        self.blocks.iter().enumerate().flat_map(|(i, b)| {
+            LLAMA_LINEARS
+                .iter()
+                .zip(&b.linears)
+                .map(move |(name, l)| (i, *name, l))
+        })
+    }
+
+    /// The same, mutable (loading adapters, merging).
+    pub fn linears_mut(&mut self) -> impl Iterator<Item = (usize, &'static str, &mut LoraLinear)> {
+        self.blocks.iter_mut().enumerate().flat_map(|(i, b)| {
+            LLAMA_LINEARS
+                .iter()
+                .zip(&mut b.linears)
+                .map(move |(name, l)| (i, *name, l))
+        })
+    }
+
+    /// Folds every adapter into its base weight (decoding then costs what the base costs).
+    pub fn merge_adapters(&mut self) -> Result<()> {
+        for (_, _, l) in self.linears_mut() {
+            l.merge()?;
+        }
+        Ok(())
+    }
+
+    /// Takes merged adapters out of the base weights again.
+    pub fn unmerge_adapters(&mut self) -> Result<()> {
+        for (_, _, l) in self.linears_mut() {
+            l.unmerge()?;
+        }
+        Ok(())
+    }
+
+    /// Bytes held by the frozen linear weights (quantized ones at their block size).
+    pub fn base_linear_bytes(&self) -> usize {
+        self.linears().map(|(_, _, l)| l.base().bytes()).sum()
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    pub fn new_cache(&self, batch: usize, capacity: usize) -> Result<KvCache> {
+        let shape = (batch, self.cfg.kv_heads, capacity, self.cfg.head_dim());
+        let layers = (0..self.cfg.layers)
+            .map(|_| {
+                Ok((
+                    Tensor::zeros(shape, DType::F32, &self.device)?,
+                    Tensor::zeros(shape, DType::F32, &self.device)?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        Ok(KvCache {
+            layers,
+            len: 0,
+            capacity,
+        })
+    }
+
+    /// Runs `tokens` (batch × new positions) after what the cache holds and returns the logits of
+    /// each row's last position, (batch, vocab). `pads[b]` left-padding positions of row b are
+    /// masked out and do not advance its positions.
+    pub fn forward(&self, tokens: &Tensor, pads: &[usize], cache: &mut KvCache) -> Result<Tensor> {
+        let (b, s) = tokens.dims2()?;
+        let start = cache.len;
+        if start + s > cache.capacity {
+            bail!(
+                "sequence of {} tokens exceeds the cache of {}",
+                start + s,
+                cache.capacity
+            );
+        }
+        if start + s > self.cfg.max_positions {
+            bail!(
+                "sequence of {} tokens exceeds the model's context of {}",
+                start + s,
+                self.cfg.max_positions
+            );
+        }
+        let decoding = s == 1;
+        let (cos, sin) = self.rotary(b, s, start, pads)?;
+        let mask = self.mask(b, s, start, pads)?;
+        let mut x = self
+            .embed
+            .index_select(&tokens.flatten_all()?, 0)?
+            .reshape((b, s, self.cfg.hidden))?;
+        for (block, (kc, vc)) in self.blocks.iter().zip(cache.layers.iter_mut()) {
+            let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, self.cfg.rms_eps as f32)?;
+            let attn = self.attention(block, &h, &cos, &sin, &mask, kc, vc, start, decoding)?;
+            x = (x + attn)?;
+            let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, self.cfg.rms_eps as f32)?;
+            let gated = (candle_nn::ops::silu(&block.gate().forward(&h, decoding)?)?
+                * block.up().forward(&h, decoding)?)?;
+            x = (x + block.down().forward(&gated, decoding)?)?;
+        }
+        cache.len = start + s;
+        // Only the last position of each row is needed for the next token.
+        let last = x.i((.., s - 1, ..))?.contiguous()?;
+        let last = candle_nn::ops::rms_norm(&last, &self.norm, self.cfg.rms_eps as f32)?;
+        self.lm_head.forward(&last, decoding)
+    }
+
+    /// cos/sin tables (batch, s, head_dim / 2) at each row's own positions.
+    fn rotary(&self, b: usize, s: usize, start: usize, pads: &[usize]) -> Result<(Tensor, Tensor)> {
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(b * s * half);
+        let mut sin = Vec::with_capacity(b * s * half);
+        for &pad in pads.iter().take(b) {
+            for j in 0..s {
+                let pos = (start + j).saturating_sub(pad) as f32;
+                for &f in &self.inv_freq {
+                    let (sn, cs) = (pos * f).sin_cos();
+                    cos.push(cs);
+                    sin.push(sn);
+                }
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (b, s, half), &self.device)?,
+            Tensor::from_vec(sin, (b, s, half), &self.device)?,
+        ))
+    }
+
+    /// Additive mask (batch, 1, 1, s, start + s): causal, and padding never attended to.
+    fn mask(&self, b: usize, s: usize, start: usize, pads: &[usize]) -> Result<Tensor> {
+        let total = start + s;
+        let mut m = vec![0f32; b * s * total];
+        for (row, &pad) in pads.iter().take(b).enumerate() {
+            for j in 0..s {
+                let query = start + j;
+                for key in 0..total {
+                    // A padding position attends to itself only: a row with every key masked
+                    // would turn into NaN and poison the cache through 0 × NaN.
+                    let hidden = if query < pad { key != query } else { key < pad };
+                    if key > query || hidden {
+                        m[(row * s + j) * total + key] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        Ok(Tensor::from_vec(m, (b, 1, 1, s, total), &self.device)?)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        k_cache: &mut Tensor,
+        v_cache: &mut Tensor,
+        start: usize,
+        decoding: bool,
+    ) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        let (heads, kv_heads, hd) = (self.cfg.heads, self.cfg.kv_heads, self.cfg.head_dim());
+        let groups = heads / kv_heads;
+        let split = |t: Tensor, n: usize| -> Result<Tensor> {
+            Ok(t.reshape((b, s, n, hd))?.transpose(1, 2)?.contiguous()?)
+        };
+        let q = split(block.q().forward(x, decoding)?, heads)?;
+        let k = split(block.k().forward(x, decoding)?, kv_heads)?;
+        let v = split(block.v().forward(x, decoding)?, kv_heads)?;
+        let (q, k) = if self.cfg.rope_interleaved {
+            (
+                candle_nn::rotary_emb::rope_i(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope_i(&k, cos, sin)?,
+            )
+        } else {
+            (
+                candle_nn::rotary_emb::rope(&q, cos, sin)?,
+                candle_nn::rotary_emb::rope(&k, cos, sin)?,
+            )
+        };
+        k_cache.slice_set(&k, 2, start)?;
+        v_cache.slice_set(&v, 2, start)?;
+        let total = start + s;
+        let keys = k_cache.narrow(2, 0, total)?;
+        let values = v_cache.narrow(2, 0, total)?;
+        // Grouped-query attention without copying keys: the query heads sharing a key head are
+        // stacked as extra rows, (b, kv_heads, groups * s, hd).
+        let q = q.reshape((b, kv_heads, groups * s, hd))?;
+        let scores = (q.matmul(&keys.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let scores = scores
+            .reshape((b, kv_heads, groups, s, total))?
+            .broadcast_add(mask)?;
+        let probs =
+            candle_nn::ops::softmax_last_dim(&scores)?.reshape((b, kv_heads, groups * s, total))?;
+        let out = probs.matmul(&values.contiguous()?)?;
+        let out = out
+            .reshape((b, heads, s, hd))?
+            .transpose(1, 2)?
+            .reshape((b, s, heads * hd))?;
+        block.o().forward(&out, decoding)
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Training forward pass over `tokens` (batch × len, right-padded): the final hidden
+    /// states after the last norm, (batch, len, hidden), built from differentiable ops only
+    /// (candle's fused RMSNorm, rope and softmax have no backward pass). `segments[b]` are the
+    /// lengths of the sequences packed into row `b` (one entry for an unpacked row); each starts
+    /// at position 0 and attends causally within itself only. Padding after the last segment
+    /// attends causally to the row and is never read by real tokens. With `rng`, adapter
+    /// dropout draws its masks from it, layer by layer in order.
+    pub fn forward_train(
+        &self,
+        tokens: &Tensor,
+        segments: &[Vec<usize>],
+        mut rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
+        let (b, s) = tokens.dims2()?;
+        if segments.len() != b {
+            bail!("{} segment lists for {b} rows", segments.len());
+        }
+        if s > self.cfg.max_positions {
+            bail!(
+                "rows of {s} tokens exceed the model's context of {}",
+                self.cfg.max_positions
+            );
+        }
+        let (cos, sin, mask) = self.train_layout(s, segments)?;
+        let mut x = self
+            .embed
+            .index_select(&tokens.flatten_all()?, 0)?
+            .reshape((b, s, self.cfg.hidden))?;
+        let eps = self.cfg.rms_eps;
+        for block in &self.blocks {
+            let h = rms_norm_train(&x, &block.attn_norm, eps)?;
+            let attn = self.attention_train(block, &h, &cos, &sin, &mask, rng.as_deref_mut())?;
+            x = (x + attn)?;
+            let h = rms_norm_train(&x, &block.ffn_norm, eps)?;
+            let gate = block.gate().forward_train(&h, rng.as_deref_mut())?;
+            let up = block.up().forward_train(&h, rng.as_deref_mut())?;
+            let down = block
+                .down()
+                .forward_train(&(gate.silu()? * up)?, rng.as_deref_mut())?;
+            x = (x + down)?;
+        }
+        rms_norm_train(&x, &self.norm, eps)
+    }
+
+    /// Logits of hidden-state rows `[n, hidden]` → `[n, vocab]`, differentiable in the rows
+    /// (only the rows a loss reads need the output projection).
+    pub fn logits_train(&self, hidden: &Tensor) -> Result<Tensor> {
+        self.lm_head.forward_train(hidden, None)
+    }
+
+    /// Rotary tables (batch, 1, len, head_dim / 2) at each token's position within its
+    /// segment, and the additive mask (batch, 1, 1, len, len): causal within a segment.
+    fn train_layout(&self, s: usize, segments: &[Vec<usize>]) -> Result<(Tensor, Tensor, Tensor)> {
+        let b = segments.len();
+        let half = self.inv_freq.len();
+        let mut cos = Vec::with_capacity(b * s * half);
+        let mut sin = Vec::with_capacity(b * s * half);
+        let mut mask = vec![f32::NEG_INFINITY; b * s * s];
+        for (row, segs) in segments.iter().enumerate() {
+            let used: usize = segs.iter().sum();
+            if used > s {
+                bail!("row {row}: segments of {used} tokens in a row of {s}");
+            }
+            // The padding tail is one more segment, so that every query sees itself.
+            let mut bounds = vec![];
+            let mut at = 0;
+            for &len in segs.iter().chain(std::iter::once(&(s - used))) {
+                bounds.push((at, at + len));
+                at += len;
+            }
+            for (start, end) in bounds {
+                for q in start..end {
+                    let pos = (q - start) as f32;
+                    for &f in &self.inv_freq {
+                        let (sn, cs) = (pos * f).sin_cos();
+                        cos.push(cs);
+                        sin.push(sn);
+                    }
+                    let m = &mut mask[(row * s + q) * s..(row * s + q + 1) * s];
+                    m[start..=q].fill(0.0);
+                }
+            }
+        }
+        Ok((
+            Tensor::from_vec(cos, (b, 1, s, half), &self.device)?,
+            Tensor::from_vec(sin, (b, 1, s, half), &self.device)?,
+            Tensor::from_vec(mask, (b, 1, 1, s, s), &self.device)?,
+        ))
+    }
+
+    fn attention_train(
+        &self,
+        block: &Block,
+        x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        mask: &Tensor,
+        mut rng: Option<&mut Rng>,
+    ) -> Result<Tensor> {
+        let (b, s, _) = x.dims3()?;
+        let (heads, kv_heads, hd) = (self.cfg.heads, self.cfg.kv_heads, self.cfg.head_dim());
+        let groups = heads / kv_heads;
+        let split = |t: Tensor, n: usize| -> Result<Tensor> {
+            Ok(t.reshape((b, s, n, hd))?.transpose(1, 2)?)
+        };
+        let q = split(block.q().forward_train(x, rng.as_deref_mut())?, heads)?;
+        let k = split(block.k().forward_train(x, rng.as_deref_mut())?, kv_heads)?;
+        let v = split(block.v().forward_train(x, rng.as_deref_mut())?, kv_heads)?;
+        let interleaved = self.cfg.rope_interleaved;
+        let q = rope_train(&q, cos, sin, interleaved)?;
+        let k = rope_train(&k, cos, sin, interleaved)?;
+        // Grouped-query attention: the query heads sharing a key head stacked as extra rows.
+        let q = q.reshape((b, kv_heads, groups * s, hd))?;
+        let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let scores = scores
+            .reshape((b, kv_heads, groups, s, s))?
+            .broadcast_add(mask)?;
+        let probs =
+            candle_nn::ops::softmax(&scores, D::Minus1)?.reshape((b, kv_heads, groups * s, s))?;
+        let out = probs.matmul(&v.contiguous()?)?;
+        let out = out
+            .reshape((b, heads, s, hd))?
+            .transpose(1, 2)?
+            .reshape((b, s, heads * hd))?;
+        block.o().forward_train(&out, rng)
+    }
+}
+
+/// RMSNorm from differentiable ops: `x / √(mean(x²) + eps) · w`.
+fn rms_norm_train(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
+    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+    Ok(x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)?)
+}
+
+/// Rotary embedding from differentiable ops on `x` (batch, heads, len, head_dim) with tables
+/// (batch, 1, len, head_dim / 2): adjacent pairs rotated (`interleaved`, GGUF's layout) or the
+/// two halves of each head (Hugging Face's).
+fn rope_train(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
+    let (b, h, s, d) = x.dims4()?;
+    if interleaved {
+        let pairs = x.reshape((b, h, s, d / 2, 2))?;
+        let (x0, x1) = (pairs.narrow(4, 0, 1)?, pairs.narrow(4, 1, 1)?);
+        let (c, sn) = (cos.unsqueeze(4)?, sin.unsqueeze(4)?);
+        let r0 = (x0.broadcast_mul(&c)? - x1.broadcast_mul(&sn)?)?;
+        let r1 = (x0.broadcast_mul(&sn)? + x1.broadcast_mul(&c)?)?;
+        Ok(Tensor::cat(&[r0, r1], 4)?.reshape((b, h, s, d))?)
+    } else {
+        let (x0, x1) = (x.narrow(3, 0, d / 2)?, x.narrow(3, d / 2, d / 2)?);
+        let r0 = (x0.broadcast_mul(cos)? - x1.broadcast_mul(sin)?)?;
+        let r1 = (x1.broadcast_mul(cos)? + x0.broadcast_mul(sin)?)?;
+        Ok(Tensor::cat(&[r0, r1], 3)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn random_model(interleaved: bool, seed: u64) -> Llama {
+        let cfg = LlamaConfig {
+            vocab_size: 50,
+            hidden: 32,
+            intermediate: 48,
+            layers: 2,
+            heads: 4,
+            kv_heads: 2,
+            rope_theta: 10_000.0,
+            rms_eps: 1e-5,
+            max_positions: 64,
+            rope_interleaved: interleaved,
+        };
+        let mut rng = Rng::new(seed);
+        let dev = Device::Cpu;
+        let mut rand = |shape: &[usize], scale: f64| {
+            let n: usize = shape.iter().product();
+            let v: Vec<f32> = (0..n)
+                .map(|_| ((rng.unit() * 2.0 - 1.0) * scale) as f32)
+                .collect();
+            Tensor::from_vec(v, shape, &dev).unwrap()
+        };
+        let mut w = HashMap::new();
+        w.insert("token_embd.weight".to_string(), rand(&[50, 32], 1.0));
+        w.insert(
+            "output_norm.weight".to_string(),
+            (rand(&[32], 0.2) + 1.0).unwrap(),
+        );
+        let kv = 2 * 8;
+        for i in 0..2 {
+            let p = format!("blk.{i}");
+            for (name, shape) in [
+                ("attn_q", [32, 32]),
+                ("attn_k", [kv, 32]),
+                ("attn_v", [kv, 32]),
+                ("attn_output", [32, 32]),
+                ("ffn_gate", [48, 32]),
+                ("ffn_up", [48, 32]),
+                ("ffn_down", [32, 48]),
+            ] {
+                w.insert(format!("{p}.{name}.weight"), rand(&shape, 0.3));
+            }
+            w.insert(format!("{p}.attn_q.bias"), rand(&[32], 0.1));
+            w.insert(
+                format!("{p}.attn_norm.weight"),
+                (rand(&[32], 0.2) + 1.0).unwrap(),
+            );
+            w.insert(
+                format!("{p}.ffn_norm.weight"),
+                (rand(&[32], 0.2) + 1.0).unwrap(),
+            );
+        }
+        Llama::new(cfg, w, HashMap::new(), false, &dev).unwrap()
+    }
+
+    fn last_logits_infer(m: &Llama, ids: &[u32]) -> Vec<f32> {
+        let mut cache = m.new_cache(1, ids.len()).unwrap();
+        let t = Tensor::new(ids, &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        m.forward(&t, &[0], &mut cache)
+            .unwrap()
+            .squeeze(0)
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn training_forward_computes_what_inference_computes_in_both_rope_layouts() {
+        for interleaved in [false, true] {
+            let m = random_model(interleaved, 7);
+            let ids = [3u32, 17, 5, 44, 9, 21, 2];
+            let t = Tensor::new(&ids[..], &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let hidden = m.forward_train(&t, &[vec![ids.len()]], None).unwrap();
+            for len in [1, 4, ids.len()] {
+                let row = hidden.i((0, len - 1..len, ..)).unwrap();
+                let train: Vec<f32> = m
+                    .logits_train(&row)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let infer = last_logits_infer(&m, &ids[..len]);
+                let d = max_diff(&train, &infer);
+                assert!(d < 1e-4, "interleaved {interleaved}, prefix {len}: {d}");
+            }
+        }
+    }
+
+    #[test]
+    fn packed_and_padded_rows_equal_separate_sequences() {
+        let m = random_model(true, 3);
+        let (a, b) = ([4u32, 8, 15, 16], [23u32, 42, 7]);
+        let alone = |ids: &[u32]| {
+            let t = Tensor::new(ids, &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            m.forward_train(&t, &[vec![ids.len()]], None)
+                .unwrap()
+                .squeeze(0)
+                .unwrap()
+        };
+        let (ha, hb) = (alone(&a), alone(&b));
+        // Packed into one row of 9 with 2 padding positions, and b right-padded in a batch.
+        let packed: Vec<u32> = a.iter().chain(&b).copied().chain([0, 0]).collect();
+        let padded: Vec<u32> = b.iter().copied().chain([0; 6]).collect();
+        let t = Tensor::new(vec![packed, padded], &Device::Cpu).unwrap();
+        let h = m.forward_train(&t, &[vec![4, 3], vec![3]], None).unwrap();
+        let rows = |t: &Tensor| -> Vec<f32> { t.flatten_all().unwrap().to_vec1().unwrap() };
+        assert!(max_diff(&rows(&h.i((0, 0..4, ..)).unwrap()), &rows(&ha)) < 1e-5);
+        assert!(max_diff(&rows(&h.i((0, 4..7, ..)).unwrap()), &rows(&hb)) < 1e-5);
+        assert!(max_diff(&rows(&h.i((1, 0..3, ..)).unwrap()), &rows(&hb)) < 1e-5);
+    }
+}

@@ -1,0 +1,335 @@
+//! The generator stage: LoRA on the tiny random Llama of tests/fixtures — gradients against
+//! finite differences (adapters get them, the frozen base none), the adapter forward against
+//! the merged weights, PEFT's format round trip, label masks of chat data, and training.
+
+mod common;
+
+use std::collections::HashMap;
+
+use candle_core::{Device, Tensor};
+use ragtune::llm::{LocalLlm, LocalOptions};
+use ragtune::models::lora::{BaseWeight, LoraConfig};
+use ragtune::models::peft;
+use ragtune::rng::Rng;
+use ragtune::train::generate::{GenerateTask, SftOptions, SftSet};
+use serde_json::{json, Map, Value};
+
+fn tiny() -> LocalLlm {
+    LocalLlm::load(
+        common::tiny_llama_dir().to_str().unwrap(),
+        &LocalOptions {
+            q8_decode: false,
+            ..Default::default()
+        },
+    )
+    .unwrap()
+}
+
+fn all_linear(r: usize, dropout: f64) -> LoraConfig {
+    LoraConfig {
+        r,
+        lora_alpha: 2.0 * r as f64,
+        lora_dropout: dropout,
+        target_modules: vec!["all-linear".into()],
+        ..Default::default()
+    }
+}
+
+/// Adapters with random B (a fresh B is zero, so A would get no gradient) drawn from `seed`.
+fn randomize_b(llm: &mut LocalLlm, seed: u64) {
+    let mut rng = Rng::new(seed);
+    for (_, _, l) in llm.model_mut().linears_mut() {
+        let Some(a) = l.adapter().cloned() else {
+            continue;
+        };
+        let (out, r) = a.b.as_tensor().dims2().unwrap();
+        let b: Vec<f32> = (0..out * r)
+            .map(|_| (rng.unit() as f32 - 0.5) * 0.4)
+            .collect();
+        a.b.set(&Tensor::from_vec(b, (out, r), &Device::Cpu).unwrap())
+            .unwrap();
+    }
+}
+
+fn records(rows: &[Value]) -> Vec<(usize, Map<String, Value>)> {
+    rows.iter()
+        .enumerate()
+        .map(|(i, v)| (i + 1, v.as_object().unwrap().clone()))
+        .collect()
+}
+
+fn chat(q: &str, a: &str) -> Value {
+    json!({"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
+}
+
+fn sft(llm: &LocalLlm) -> SftSet {
+    SftSet::from_records(
+        records(&[
+            chat("Is the sky blue?", "Yes, it is."),
+            chat("Name a prime number", "Seven."),
+            json!({"messages": [
+                {"role": "system", "content": "Be brief."},
+                {"role": "user", "content": "Two plus two?"},
+                {"role": "assistant", "content": "Four."},
+                {"role": "user", "content": "And three?"},
+                {"role": "assistant", "content": "Five."}]}),
+        ]),
+        llm,
+        &SftOptions::default(),
+        "test",
+    )
+    .unwrap()
+}
+
+fn logits(llm: &LocalLlm, ids: &[u32]) -> Vec<f32> {
+    llm.next_token_logits(ids).unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn chat_labels_are_the_assistant_turns_with_their_end_of_turn_token() {
+    let llm = tiny();
+    let set = sft(&llm);
+    let decode = |e: usize| -> Vec<String> {
+        let ex = &set.examples[e];
+        // Consecutive label tokens, decoded as spans.
+        let mut spans = vec![];
+        let mut cur: Vec<u32> = vec![];
+        for (t, &l) in ex.labels.iter().enumerate() {
+            if l {
+                cur.push(ex.ids[t]);
+            } else if !cur.is_empty() {
+                spans.push(llm.tokenizer().decode(&cur, false).unwrap());
+                cur.clear();
+            }
+        }
+        if !cur.is_empty() {
+            spans.push(llm.tokenizer().decode(&cur, false).unwrap());
+        }
+        spans
+    };
+    assert_eq!(decode(0), vec!["Yes, it is.<|im_end|>"]);
+    assert_eq!(decode(2), vec!["Four.<|im_end|>", "Five.<|im_end|>"]);
+    // Plain prompt/completion: the completion and the end-of-sequence token.
+    let pc = SftSet::from_records(
+        records(&[json!({"prompt": "Q: hi\nA:", "completion": " hello"})]),
+        &llm,
+        &SftOptions::default(),
+        "pc",
+    )
+    .unwrap();
+    let ex = &pc.examples[0];
+    let labelled: Vec<u32> = ex
+        .ids
+        .iter()
+        .zip(&ex.labels)
+        .filter(|(_, &l)| l)
+        .map(|(&i, _)| i)
+        .collect();
+    assert_eq!(
+        llm.tokenizer().decode(&labelled, false).unwrap(),
+        " hello<|im_end|>"
+    );
+    // Truncation keeps the start; an example left without labels is dropped and counted.
+    let whole = &set.examples[0];
+    let first_label = whole.labels.iter().position(|&l| l).unwrap();
+    let max_length = first_label + 3;
+    let cut = SftSet::from_records(
+        records(&[
+            chat("Is the sky blue?", "Yes, it is."),
+            chat("Is the sky blue on a cloudy winter afternoon?", "b"),
+        ]),
+        &llm,
+        &SftOptions {
+            max_length,
+            ..Default::default()
+        },
+        "cut",
+    )
+    .unwrap();
+    assert_eq!((cut.examples.len(), cut.dropped, cut.truncated), (1, 1, 2));
+    assert_eq!(cut.examples[0].ids[..], whole.ids[..max_length]);
+    assert_eq!(cut.examples[0].label_count(), 3);
+}
+
+#[test]
+fn bad_rows_are_errors_naming_the_row_and_field() {
+    let llm = tiny();
+    let err = SftSet::from_records(
+        records(&[chat("q", "a"), json!({"messages": [{"role": "user"}]})]),
+        &llm,
+        &SftOptions::default(),
+        "data.jsonl",
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("data.jsonl:2"), "{err:#}");
+    let err = SftSet::from_records(
+        records(&[json!({"question": "q"})]),
+        &llm,
+        &SftOptions::default(),
+        "d",
+    )
+    .unwrap_err();
+    assert!(format!("{err:#}").contains("messages"), "{err:#}");
+}
+
+#[test]
+fn every_adapter_matrix_gets_the_finite_difference_gradient_and_the_base_none() {
+    let mut llm = tiny();
+    llm.model_mut().add_lora(&all_linear(2, 0.0)).unwrap();
+    randomize_b(&mut llm, 5);
+    let set = sft(&llm);
+    let task = GenerateTask::new(&llm, &set, None, all_linear(2, 0.0), 1).unwrap();
+    let params = ragtune::train::TrainTask::params(&task);
+    assert_eq!(
+        params.len(),
+        2 * 7 * 2,
+        "A and B of seven layers in two blocks"
+    );
+    let rows = [0usize, 1, 2];
+    let (nll, n) = task.nll(&set, &rows, None).unwrap();
+    let loss = (nll / n as f64).unwrap();
+    let store = loss.backward().unwrap();
+    // The frozen base: no gradient for any base weight, norm or embedding.
+    for (_, name, l) in llm.model().linears() {
+        if let BaseWeight::Dense(w) = l.base() {
+            assert!(
+                store.get(w).is_none(),
+                "{name}: the frozen base got a gradient"
+            );
+        }
+    }
+    let loss_at = || -> f64 {
+        let (nll, n) = task.nll(&set, &rows, None).unwrap();
+        nll.to_scalar::<f32>().unwrap() as f64 / n as f64
+    };
+    for (name, var) in params.names.iter().zip(&params.vars) {
+        let g: Vec<f32> = store
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"))
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert!(g.iter().any(|x| x.abs() > 1e-7), "zero gradient for {name}");
+        let i = (0..g.len())
+            .max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()))
+            .unwrap();
+        let orig = var.as_tensor().flatten_all().unwrap().copy().unwrap();
+        let h = 1e-2f32;
+        let nudged = |d: f32| {
+            let mut v: Vec<f32> = orig.to_vec1().unwrap();
+            v[i] += d;
+            var.set(&Tensor::from_vec(v, var.as_tensor().shape(), &Device::Cpu).unwrap())
+                .unwrap();
+            let l = loss_at();
+            var.set(&orig.reshape(var.as_tensor().shape()).unwrap())
+                .unwrap();
+            l
+        };
+        let fd = (nudged(h) - nudged(-h)) / (2.0 * h as f64);
+        let an = g[i] as f64;
+        assert!(
+            (fd - an).abs() <= 2e-4 + 5e-3 * an.abs().max(fd.abs()),
+            "{name}[{i}]: analytic {an}, finite difference {fd}"
+        );
+    }
+}
+
+#[test]
+fn the_adapter_forward_equals_the_merged_weights_and_unmerging_restores_the_base() {
+    let mut llm = tiny();
+    let ids: Vec<u32> = llm.encode("The quick brown fox").unwrap();
+    let base = logits(&llm, &ids);
+    llm.model_mut().add_lora(&all_linear(4, 0.0)).unwrap();
+    assert!(
+        max_diff(&logits(&llm, &ids), &base) == 0.0,
+        "B starts at zero"
+    );
+    randomize_b(&mut llm, 9);
+    let adapted = logits(&llm, &ids);
+    assert!(
+        max_diff(&adapted, &base) > 1e-2,
+        "the adapter changes the output"
+    );
+    llm.model_mut().merge_adapters().unwrap();
+    let merged = logits(&llm, &ids);
+    assert!(
+        max_diff(&merged, &adapted) < 1e-4,
+        "{}",
+        max_diff(&merged, &adapted)
+    );
+    llm.model_mut().unmerge_adapters().unwrap();
+    assert!(max_diff(&logits(&llm, &ids), &adapted) < 1e-4);
+}
+
+#[test]
+fn adapters_round_trip_through_peft_files() {
+    let mut llm = tiny();
+    let config = LoraConfig {
+        target_modules: vec!["q_proj".into(), "v_proj".into(), "down_proj".into()],
+        use_rslora: true,
+        ..all_linear(4, 0.1)
+    };
+    llm.model_mut().add_lora(&config).unwrap();
+    randomize_b(&mut llm, 11);
+    let dir = tempfile::tempdir().unwrap();
+    peft::save_adapter(llm.model(), &config, "tiny-llama", dir.path()).unwrap();
+    let cfg: Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert_eq!(cfg["r"], 4);
+    assert_eq!(cfg["use_rslora"], true);
+    assert_eq!(
+        cfg["target_modules"],
+        json!(["q_proj", "v_proj", "down_proj"])
+    );
+    let tensors: HashMap<String, Tensor> =
+        candle_core::safetensors::load(dir.path().join("adapter_model.safetensors"), &Device::Cpu)
+            .unwrap();
+    assert_eq!(tensors.len(), 2 * 3 * 2);
+    assert!(tensors.contains_key("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight"));
+    assert!(tensors.contains_key("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
+
+    let ids: Vec<u32> = llm.encode("hello world").unwrap();
+    let want = logits(&llm, &ids);
+    let mut fresh = tiny();
+    fresh.load_adapter(dir.path(), false).unwrap();
+    assert!(max_diff(&logits(&fresh, &ids), &want) < 1e-6);
+    // Through LocalOptions, merged, as --adapter does.
+    let merged = LocalLlm::load(
+        common::tiny_llama_dir().to_str().unwrap(),
+        &LocalOptions {
+            q8_decode: false,
+            adapter: Some(dir.path().to_path_buf()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(max_diff(&logits(&merged, &ids), &want) < 1e-4);
+    assert!(
+        merged.name().contains("adapter"),
+        "cached answers must not mix with the base's"
+    );
+
+    // A missing matrix is an error naming it.
+    let mut partial = tensors.clone();
+    partial.remove("base_model.model.model.layers.1.mlp.down_proj.lora_B.weight");
+    ragtune::models::save::write_safetensors(
+        &partial,
+        &dir.path().join("adapter_model.safetensors"),
+    )
+    .unwrap();
+    let err = tiny().load_adapter(dir.path(), false).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("layers.1.mlp.down_proj.lora_B"),
+        "{err:#}"
+    );
+}
