@@ -20,6 +20,8 @@ pub enum TrainCommand {
     /// Fine-tune a cross-encoder reranker (from a reranker, or any BERT / sentence-transformers
     /// model with a fresh head).
     Rerank(Box<RerankArgs>),
+    /// Fine-tune a Llama-family generator with LoRA (or QLoRA) adapters, saved in PEFT's format.
+    Generate(Box<GenerateArgs>),
 }
 
 /// The settings every stage shares; each unset flag keeps the stage's default.
@@ -189,10 +191,58 @@ pub struct RerankArgs {
     dev_top_k: usize,
 }
 
+#[derive(Args)]
+pub struct GenerateArgs {
+    /// Base model: `local:` + a GGUF file, `owner/repo/file.gguf` in the hub cache, or a Hugging
+    /// Face Llama folder / id (the `local:` prefix is optional).
+    #[arg(long)]
+    model: String,
+    /// Rows of `messages` (chat), `prompt` + `completion`, or `text` (.jsonl/.parquet/.csv).
+    #[arg(long)]
+    data: PathBuf,
+    /// Dev rows in the same form: loss and perplexity before, during (--eval-steps) and after
+    /// training; the best adapter is kept in OUTPUT/best.
+    #[arg(long)]
+    dev_data: Option<PathBuf>,
+    /// LoRA rank (default 16).
+    #[arg(long)]
+    lora_r: Option<usize>,
+    /// LoRA alpha (default 32).
+    #[arg(long)]
+    lora_alpha: Option<f64>,
+    /// Dropout on the adapters' input (default 0.05).
+    #[arg(long)]
+    lora_dropout: Option<f64>,
+    /// Layers to adapt, e.g. q_proj,v_proj or all-linear (default q_proj,k_proj,v_proj,o_proj).
+    #[arg(long, value_delimiter = ',')]
+    target_modules: Vec<String>,
+    /// Scale adapters by alpha/√r (rsLoRA) instead of alpha/r.
+    #[arg(long)]
+    use_rslora: bool,
+    /// QLoRA: keep the frozen base in its GGUF block format, dequantized layer by layer.
+    #[arg(long)]
+    qlora: bool,
+    /// Tokens per example; longer ones keep their start (default 1024).
+    #[arg(long)]
+    max_length: Option<usize>,
+    /// Put several short examples in one row.
+    #[arg(long)]
+    packing: bool,
+    /// Train on every token, not only the answers.
+    #[arg(long)]
+    all_tokens: bool,
+    /// Gradient accumulation steps (same as --gradient-accumulation-steps).
+    #[arg(long)]
+    grad_accum: Option<usize>,
+    #[command(flatten)]
+    run: LoopArgs,
+}
+
 pub fn run(cmd: TrainCommand) -> Result<()> {
     let outcome = match cmd {
         TrainCommand::Embed(a) => embed(*a)?,
         TrainCommand::Rerank(a) => rerank(*a)?,
+        TrainCommand::Generate(a) => generate(*a)?,
     };
     eprintln!(
         "trained {} steps in {:.1} s ({:.2} s/step), final loss {:.4}; model, log, chart and card in {}",
@@ -297,4 +347,63 @@ fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
         dev_options,
     }
     .run(&a.run.output, a.run.resume)
+}
+
+fn generate(a: GenerateArgs) -> Result<TrainOutcome> {
+    use ragtune::llm::{LocalLlm, LocalOptions};
+    use ragtune::models::lora::LoraConfig;
+    use ragtune::train::generate::{train_generator, SftOptions, SftSet};
+    let spec = a.model.strip_prefix("local:").unwrap_or(&a.model);
+    let mut llm = LocalLlm::load(
+        spec,
+        &LocalOptions {
+            q8_decode: false,
+            quantized_base: a.qlora,
+            ..Default::default()
+        },
+    )?;
+    let defaults = SftOptions::default();
+    let options = SftOptions {
+        max_length: a.max_length.unwrap_or(defaults.max_length),
+        completion_only: !a.all_tokens,
+        packing: a.packing,
+    };
+    let data = SftSet::from_path(&a.data, &llm, &options)?;
+    let dev = a
+        .dev_data
+        .as_ref()
+        .map(|p| SftSet::from_path(p, &llm, &SftOptions { packing: false, ..options.clone() }))
+        .transpose()?;
+    let base = LoraConfig::default();
+    let lora = LoraConfig {
+        r: a.lora_r.unwrap_or(base.r),
+        lora_alpha: a.lora_alpha.unwrap_or(base.lora_alpha),
+        lora_dropout: a.lora_dropout.unwrap_or(base.lora_dropout),
+        target_modules: if a.target_modules.is_empty() {
+            base.target_modules.clone()
+        } else {
+            a.target_modules.clone()
+        },
+        use_rslora: a.use_rslora,
+        seed: a.run.seed.unwrap_or(base.seed),
+        ..base.clone()
+    };
+    let mut config = a.run.config(TrainConfig::generate())?;
+    if let Some(g) = a.grad_accum {
+        config.gradient_accumulation_steps = g;
+    }
+    eprintln!(
+        "training LoRA r {} on {} of {} ({}): {} examples in {} rows, {} label tokens ({} truncated to {}) -> {}",
+        lora.r,
+        lora.targets()?.join(","),
+        llm.name(),
+        if a.qlora { "QLoRA, quantized base" } else { "f32 base" },
+        data.examples.len(),
+        data.len(),
+        data.label_tokens(),
+        data.truncated,
+        options.max_length,
+        a.run.output.display()
+    );
+    train_generator(&mut llm, &data, dev.as_ref(), &lora, &config, &a.run.output, a.run.resume)
 }

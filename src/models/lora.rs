@@ -124,8 +124,11 @@ pub struct LoraConfig {
     pub target_modules: Vec<String>,
     /// Scale by `alpha / √r` instead of `alpha / r`.
     pub use_rslora: bool,
-    /// Seeds the initial `A` matrices.
+    /// Seeds the initial matrices.
     pub seed: u64,
+    /// `B` starts at zero, so a fresh adapter changes nothing (PEFT's default, `true`); `false`
+    /// draws `B` like `A` (uniform in ±1/√r), as PEFT's `init_lora_weights=False` does for tests.
+    pub init_lora_weights: bool,
 }
 
 /// The seven linear layers of a Llama block, by their Hugging Face names.
@@ -152,6 +155,7 @@ impl Default for LoraConfig {
                 .to_vec(),
             use_rslora: false,
             seed: 42,
+            init_lora_weights: true,
         }
     }
 }
@@ -256,16 +260,23 @@ impl LoraLinear {
     }
 
     /// Adds a fresh adapter: `A` from PyTorch's `kaiming_uniform_(a=√5)` (uniform in
-    /// ±1/√in) drawn from `rng`, `B` zero.
+    /// ±1/√in) drawn from `rng`, `B` zero (or, without `init_lora_weights`, uniform in ±1/√r).
     pub fn add_adapter(&mut self, config: &LoraConfig, rng: &mut Rng) -> Result<&Adapter> {
         let (out, inner) = self.base.dims()?;
-        let bound = 1.0 / (inner as f64).sqrt();
-        let a: Vec<f32> = (0..config.r * inner)
-            .map(|_| ((rng.unit() * 2.0 - 1.0) * bound) as f32)
-            .collect();
         let device = self.device();
-        let a = Tensor::from_vec(a, (config.r, inner), &device)?;
-        let b = Tensor::zeros((out, config.r), DType::F32, &device)?;
+        let mut uniform = |rows: usize, cols: usize| -> Result<Tensor> {
+            let bound = 1.0 / (cols as f64).sqrt();
+            let v: Vec<f32> = (0..rows * cols)
+                .map(|_| ((rng.unit() * 2.0 - 1.0) * bound) as f32)
+                .collect();
+            Ok(Tensor::from_vec(v, (rows, cols), &device)?)
+        };
+        let a = uniform(config.r, inner)?;
+        let b = if config.init_lora_weights {
+            Tensor::zeros((out, config.r), DType::F32, &device)?
+        } else {
+            uniform(out, config.r)?
+        };
         self.set_adapter(a, b, config.scale(), config.lora_dropout)
     }
 

@@ -111,7 +111,7 @@ pub fn save_adapter(model: &Llama, config: &LoraConfig, base: &str, dir: &Path) 
             "use_dora": false,
             "bias": "none",
             "fan_in_fan_out": false,
-            "init_lora_weights": true,
+            "init_lora_weights": config.init_lora_weights,
             "modules_to_save": null,
             "layers_to_transform": null,
             "layers_pattern": null,
@@ -179,6 +179,7 @@ pub fn read_config(dir: &Path) -> Result<(LoraConfig, String)> {
             .and_then(|x| x.as_bool())
             .unwrap_or(false),
         seed: 0,
+        init_lora_weights: true,
     };
     config
         .validate()
