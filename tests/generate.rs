@@ -360,3 +360,104 @@ fn smollm2_with_a_lora_adapter_gives_peft_logits() {
     assert!(d < 1e-3, "ragtune vs PEFT: {d}");
     assert!(max_diff(&ours, &base) > 1e-2, "the adapter moves the logits");
 }
+
+fn write_jsonl(path: &std::path::Path, rows: &[Value]) {
+    let text: String = rows.iter().map(|r| r.to_string() + "\n").collect();
+    std::fs::write(path, text).unwrap();
+}
+
+/// `train generate` through the shared loop: the loss falls, dev loss picks the best adapter,
+/// and a run killed after a checkpoint resumes to bit-identical adapters (dropout on, so its
+/// masks must replay too).
+#[test]
+fn train_generate_learns_and_resumes_after_a_kill_to_identical_adapters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let rows: Vec<Value> = (0..36)
+        .map(|i| chat(&format!("What is {i} plus one?"), &format!("It is {}.", i + 1)))
+        .collect();
+    write_jsonl(&dir.join("train.jsonl"), &rows);
+    write_jsonl(&dir.join("dev.jsonl"), &rows[..4]);
+    let model = common::tiny_llama_dir().display().to_string();
+    let args = |out: &std::path::Path| -> Vec<String> {
+        [
+            "train", "generate", "--model", &model, "--data",
+            dir.join("train.jsonl").to_str().unwrap(),
+            "--dev-data", dir.join("dev.jsonl").to_str().unwrap(),
+            "--lora-r", "4", "--lora-dropout", "0.1", "--target-modules", "all-linear",
+            "--epochs", "3", "--batch-size", "2", "--lr", "5e-3", "--save-steps", "2",
+            "--eval-steps", "18", "--output", out.to_str().unwrap(),
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // The adapter before training: same seed, so the same A and a zero B.
+    let mut init = tiny();
+    init.model_mut()
+        .add_lora(&LoraConfig {
+            r: 4,
+            lora_dropout: 0.1,
+            target_modules: vec!["all-linear".into()],
+            ..Default::default()
+        })
+        .unwrap();
+    peft::save_adapter(init.model(), &LoraConfig::default(), "tiny", &dir.join("init")).unwrap();
+    common::kill_resume_matches_whole_run_of(
+        dir,
+        &args,
+        &dir.join("init/adapter_model.safetensors"),
+        4,
+        "adapter_model.safetensors",
+    );
+    let whole = dir.join("whole");
+    let log = std::fs::read_to_string(whole.join("train_log.jsonl")).unwrap();
+    let losses: Vec<f64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == "loss")
+        .map(|v| v["loss"].as_f64().unwrap())
+        .collect();
+    assert_eq!(losses.len(), 54, "36 rows, batches of 2, 3 epochs");
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    assert!(mean(&losses[36..]) < mean(&losses[..18]) * 0.9, "{losses:?}");
+    let evals: Vec<f64> = log
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == "eval")
+        .map(|v| v["metrics"]["eval_loss"].as_f64().unwrap())
+        .collect();
+    assert!(evals.len() >= 3 && evals.last() < evals.first(), "{evals:?}");
+    assert!(whole.join("best/adapter_config.json").is_file());
+    assert!(whole.join("README.md").is_file() && whole.join("training.html").is_file());
+    // The saved adapter loads and generates.
+    let mut llm = tiny();
+    llm.load_adapter(&whole, true).unwrap();
+    assert_eq!(logits(&llm, &[1, 2, 3]).len(), 300);
+}
+
+/// QLoRA: the base stays in its GGUF blocks (a fraction of the memory) and computes what the
+/// dequantized f32 base computes.
+#[test]
+fn a_quantized_base_keeps_its_blocks_and_the_dense_logits() {
+    if common::skip_unless(common::smollm2_seeded(), "SmolLM2-135M-Instruct (scripts/seed-models.sh)") {
+        return;
+    }
+    let load = |quantized_base| {
+        LocalLlm::load(
+            common::SMOLLM2,
+            &LocalOptions {
+                q8_decode: false,
+                quantized_base,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    };
+    let (dense, quant) = (load(false), load(true));
+    let ids = dense.encode("Name three primary colours.").unwrap();
+    let d = max_diff(&logits(&dense, &ids), &logits(&quant, &ids));
+    assert!(d < 1e-3, "{d}");
+    let (fd, fq) = (dense.model().base_linear_bytes(), quant.model().base_linear_bytes());
+    // Q4_1 holds 32 weights in 20 bytes (some tensors of this file are Q8_0 or f32).
+    assert!(fq * 4 < fd, "quantized {fq} bytes against {fd}");
+}

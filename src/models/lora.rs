@@ -424,3 +424,71 @@ fn dropout(x: &Tensor, p: f64, rng: &mut Rng) -> Result<Tensor> {
         .collect();
     Ok((x * Tensor::from_vec(mask, x.shape(), x.device())?)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn random(rows: usize, cols: usize, seed: u64) -> Tensor {
+        let mut rng = Rng::new(seed);
+        let v: Vec<f32> = (0..rows * cols).map(|_| rng.unit() as f32 - 0.5).collect();
+        Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    }
+
+    /// The frozen matmul gives candle's product and input gradient, for f32 and quantized
+    /// weights (dequantized on the fly), and no gradient to the weight.
+    #[test]
+    fn frozen_matmul_matches_the_composed_product_and_input_gradient() {
+        let w = random(48, 64, 1);
+        for base in [
+            BaseWeight::Dense(w.clone()),
+            BaseWeight::Quantized(Arc::new(QTensor::quantize(&w, GgmlDType::Q4_0).unwrap())),
+            BaseWeight::Quantized(Arc::new(QTensor::quantize(&w, GgmlDType::Q8_0).unwrap())),
+        ] {
+            let dense = base.dense().unwrap();
+            let x = Var::from_tensor(&random(5, 64, 2)).unwrap();
+            let probe = random(5, 48, 3);
+            let ours = frozen_matmul(x.as_tensor(), &base).unwrap();
+            let want = x.as_tensor().matmul(&dense.t().unwrap()).unwrap();
+            assert!(max_diff(&ours, &want) < 1e-5);
+            let g_ours = (ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let g_want = (want * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let (a, b) = (g_ours.get(x.as_tensor()).unwrap(), g_want.get(x.as_tensor()).unwrap());
+            assert!(max_diff(a, b) < 1e-5, "{:?}", base.quantization());
+            assert!(g_ours.get(&dense).is_none());
+        }
+    }
+
+    #[test]
+    fn quantized_bases_take_a_fraction_of_the_memory() {
+        let w = random(64, 256, 4);
+        let q = BaseWeight::Quantized(Arc::new(QTensor::quantize(&w, GgmlDType::Q4_1).unwrap()));
+        // Q4_1: 32 weights in 20 bytes, against 128 in f32.
+        assert_eq!(q.bytes() * 128, BaseWeight::Dense(w).bytes() * 20);
+    }
+
+    #[test]
+    fn settings_are_checked_and_all_linear_expands() {
+        let c = LoraConfig {
+            target_modules: vec!["all-linear".into(), "q_proj".into()],
+            ..Default::default()
+        };
+        assert_eq!(c.targets().unwrap(), LLAMA_LINEARS.map(String::from).to_vec());
+        let bad = LoraConfig {
+            target_modules: vec!["qkv".into()],
+            ..Default::default()
+        };
+        assert!(bad.validate().unwrap_err().to_string().contains("`qkv`"));
+        assert_eq!(LoraConfig::default().scale(), 2.0);
+        let rs = LoraConfig {
+            use_rslora: true,
+            ..Default::default()
+        };
+        assert_eq!(rs.scale(), 8.0);
+    }
+}

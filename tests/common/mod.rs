@@ -218,6 +218,17 @@ pub fn kill_resume_matches_whole_run(
     base_weights: &Path,
     kill_after: usize,
 ) {
+    kill_resume_matches_whole_run_of(dir, args, base_weights, kill_after, "model.safetensors")
+}
+
+/// [`kill_resume_matches_whole_run`] for a stage whose weights file in the output is `weights`.
+pub fn kill_resume_matches_whole_run_of(
+    dir: &Path,
+    args: &dyn Fn(&Path) -> Vec<String>,
+    base_weights: &Path,
+    kill_after: usize,
+    weights: &str,
+) {
     use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
     let bin = env!("CARGO_BIN_EXE_ragtune");
@@ -253,7 +264,7 @@ pub fn kill_resume_matches_whole_run(
     child.kill().unwrap(); // SIGKILL on Unix
     child.wait().unwrap();
     assert!(
-        !killed.join("model.safetensors").exists(),
+        !killed.join(weights).exists(),
         "the killed run must not have finished"
     );
 
@@ -271,8 +282,8 @@ pub fn kill_resume_matches_whole_run(
 
     let load = |p: &Path| candle_core::safetensors::load(p, &Device::Cpu).unwrap();
     let (a, b) = (
-        load(&whole.join("model.safetensors")),
-        load(&killed.join("model.safetensors")),
+        load(&whole.join(weights)),
+        load(&killed.join(weights)),
     );
     assert_eq!(a.len(), b.len());
     for (name, t) in &a {
