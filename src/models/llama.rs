@@ -474,14 +474,21 @@ impl Llama {
         let eps = self.cfg.rms_eps;
         for block in &self.blocks {
             let h = rms_norm_train(&x, &block.attn_norm, eps)?;
-            let attn = self.attention_train(block, &h, &cos, &sin, &mask, rng.as_deref_mut())?;
+            let attn = self.attention_train(
+                block,
+                &h,
+                &cos,
+                &sin,
+                &mask,
+                segments,
+                rng.as_deref_mut(),
+            )?;
             x = (x + attn)?;
             let h = rms_norm_train(&x, &block.ffn_norm, eps)?;
             let gate = block.gate().forward_train(&h, rng.as_deref_mut())?;
             let up = block.up().forward_train(&h, rng.as_deref_mut())?;
-            let down = block
-                .down()
-                .forward_train(&(gate.silu()? * up)?, rng.as_deref_mut())?;
+            let gated = super::train_ops::swiglu(&gate, &up)?;
+            let down = block.down().forward_train(&gated, rng.as_deref_mut())?;
             x = (x + down)?;
         }
         rms_norm_train(&x, &self.norm, eps)
@@ -493,7 +500,7 @@ impl Llama {
         self.lm_head.forward_train(hidden, None)
     }
 
-    /// Rotary tables (batch, 1, len, head_dim / 2) at each token's position within its
+    /// Rotary tables (batch, len, 1, head_dim / 2) at each token's position within its
     /// segment, and the additive mask (batch, 1, 1, len, len): causal within a segment.
     fn train_layout(&self, s: usize, segments: &[Vec<usize>]) -> Result<(Tensor, Tensor, Tensor)> {
         let b = segments.len();
@@ -527,12 +534,13 @@ impl Llama {
             }
         }
         Ok((
-            Tensor::from_vec(cos, (b, 1, s, half), &self.device)?,
-            Tensor::from_vec(sin, (b, 1, s, half), &self.device)?,
+            Tensor::from_vec(cos, (b, s, 1, half), &self.device)?,
+            Tensor::from_vec(sin, (b, s, 1, half), &self.device)?,
             Tensor::from_vec(mask, (b, 1, 1, s, s), &self.device)?,
         ))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn attention_train(
         &self,
         block: &Block,
@@ -540,55 +548,76 @@ impl Llama {
         cos: &Tensor,
         sin: &Tensor,
         mask: &Tensor,
+        segments: &[Vec<usize>],
         mut rng: Option<&mut Rng>,
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
         let (heads, kv_heads, hd) = (self.cfg.heads, self.cfg.kv_heads, self.cfg.head_dim());
-        let groups = heads / kv_heads;
-        let split = |t: Tensor, n: usize| -> Result<Tensor> {
-            Ok(t.reshape((b, s, n, hd))?.transpose(1, 2)?)
-        };
-        let q = split(block.q().forward_train(x, rng.as_deref_mut())?, heads)?;
-        let k = split(block.k().forward_train(x, rng.as_deref_mut())?, kv_heads)?;
-        let v = split(block.v().forward_train(x, rng.as_deref_mut())?, kv_heads)?;
         let interleaved = self.cfg.rope_interleaved;
-        let q = rope_train(&q, cos, sin, interleaved)?;
-        let k = rope_train(&k, cos, sin, interleaved)?;
-        // Grouped-query attention: the query heads sharing a key head stacked as extra rows.
-        let q = q.reshape((b, kv_heads, groups * s, hd))?;
-        let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
-        let scores = scores
-            .reshape((b, kv_heads, groups, s, s))?
-            .broadcast_add(mask)?;
-        let probs =
-            candle_nn::ops::softmax(&scores, D::Minus1)?.reshape((b, kv_heads, groups * s, s))?;
-        let out = probs.matmul(&v.contiguous()?)?;
-        let out = out
-            .reshape((b, heads, s, hd))?
-            .transpose(1, 2)?
-            .reshape((b, s, heads * hd))?;
+        // (batch, len, heads, head_dim), rotated.
+        let heads_of = |t: Tensor, n: usize, rotate: bool| -> Result<Tensor> {
+            let t = t.reshape((b, s, n, hd))?;
+            if rotate {
+                rope_train(&t, cos, sin, interleaved)
+            } else {
+                Ok(t)
+            }
+        };
+        let q = heads_of(block.q().forward_train(x, rng.as_deref_mut())?, heads, true)?;
+        let k = heads_of(block.k().forward_train(x, rng.as_deref_mut())?, kv_heads, true)?;
+        let v = heads_of(block.v().forward_train(x, rng.as_deref_mut())?, kv_heads, false)?;
+        let out = if super::train_attention::supported(x) {
+            let qkv = Tensor::cat(
+                &[
+                    q.reshape((b, s, heads * hd))?,
+                    k.reshape((b, s, kv_heads * hd))?,
+                    v.reshape((b, s, kv_heads * hd))?,
+                ],
+                2,
+            )?;
+            super::train_attention::causal_attention(&qkv, segments, heads, kv_heads)?
+        } else {
+            let groups = heads / kv_heads;
+            // Grouped-query attention: the query heads sharing a key head stacked as extra rows.
+            let q = q.transpose(1, 2)?.contiguous()?.reshape((b, kv_heads, groups * s, hd))?;
+            let k = k.transpose(1, 2)?.contiguous()?;
+            let v = v.transpose(1, 2)?.contiguous()?;
+            let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
+            let scores = scores
+                .reshape((b, kv_heads, groups, s, s))?
+                .broadcast_add(mask)?;
+            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?
+                .reshape((b, kv_heads, groups * s, s))?;
+            probs
+                .matmul(&v)?
+                .reshape((b, heads, s, hd))?
+                .transpose(1, 2)?
+                .reshape((b, s, heads * hd))?
+        };
         block.o().forward_train(&out, rng)
     }
 }
 
-/// RMSNorm from differentiable ops: `x / √(mean(x²) + eps) · w`.
+/// RMSNorm with a backward pass (a fused CPU kernel, composed ops elsewhere).
 fn rms_norm_train(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
-    let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-    Ok(x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(w)?)
+    Ok(super::train_ops::rms_norm(x, w, eps)?)
 }
 
-/// Rotary embedding from differentiable ops on `x` (batch, heads, len, head_dim) with tables
-/// (batch, 1, len, head_dim / 2): adjacent pairs rotated (`interleaved`, GGUF's layout) or the
+/// Rotary embedding with a backward pass (a fused CPU kernel, composed ops elsewhere) on `x` (batch, len, heads, head_dim) with tables
+/// (batch, len, 1, head_dim / 2): adjacent pairs rotated (`interleaved`, GGUF's layout) or the
 /// two halves of each head (Hugging Face's).
 fn rope_train(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
-    let (b, h, s, d) = x.dims4()?;
+    if super::train_ops::uses_kernels(x) {
+        return Ok(super::train_ops::rope(x, cos, sin, interleaved)?);
+    }
+    let (b, s, h, d) = x.dims4()?;
     if interleaved {
-        let pairs = x.reshape((b, h, s, d / 2, 2))?;
+        let pairs = x.reshape((b, s, h, d / 2, 2))?;
         let (x0, x1) = (pairs.narrow(4, 0, 1)?, pairs.narrow(4, 1, 1)?);
         let (c, sn) = (cos.unsqueeze(4)?, sin.unsqueeze(4)?);
         let r0 = (x0.broadcast_mul(&c)? - x1.broadcast_mul(&sn)?)?;
         let r1 = (x0.broadcast_mul(&sn)? + x1.broadcast_mul(&c)?)?;
-        Ok(Tensor::cat(&[r0, r1], 4)?.reshape((b, h, s, d))?)
+        Ok(Tensor::cat(&[r0, r1], 4)?.reshape((b, s, h, d))?)
     } else {
         let (x0, x1) = (x.narrow(3, 0, d / 2)?, x.narrow(3, d / 2, d / 2)?);
         let r0 = (x0.broadcast_mul(cos)? - x1.broadcast_mul(sin)?)?;

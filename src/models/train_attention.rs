@@ -1,17 +1,21 @@
-//! Multi-head self-attention with its own backward pass, for training on CPU.
+//! Multi-head self-attention with its own backward pass, for training on CPU: bidirectional over
+//! right-padded rows (BERT) or causal within packed segments with grouped-query heads (Llama).
 //!
 //! Composed from candle ops, attention puts four `[batch, heads, len, len]` tensors in the autograd
 //! graph (scores, probabilities and their two gradients; 100 MB each at batch 32 and 256 tokens),
 //! and candle's backward allocates and adds a zeroed gradient for each before using it. Here the
-//! graph holds only the fused projections `qkv` (`[batch, len, 3 * hidden]`) and the context.
-//! Each (sequence, head) pair is one task on the thread pool: the forward pass computes
-//! `softmax(Q Kᵀ / √d) V` in a per-task scratch matrix, and the backward pass recomputes the
-//! probabilities (one extra `Q Kᵀ`, a few percent of a step's work) instead of storing them, then
-//! writes `dQ`, `dK` and `dV` straight into the gradient of `qkv`.
+//! graph holds only the fused projections `qkv` (`[batch, len, (heads + 2·kv_heads)·head_dim]`:
+//! queries, then keys, then values) and the context. Each (segment, query head) is one task on the
+//! thread pool: the forward pass computes `softmax(Q Kᵀ / √d) V` in a per-task scratch matrix, and
+//! the backward pass — one task per (segment, key head), which owns that head's `dK` and `dV` and
+//! sums the contributions of the query heads sharing it — recomputes the probabilities (one extra
+//! `Q Kᵀ`, a few percent of a step's work) instead of storing them, then writes `dQ`, `dK` and
+//! `dV` straight into the gradient of `qkv`.
 //!
-//! Rows are right-padded: sequence `b` has `lens[b]` real tokens. Real queries attend to real keys
-//! only, exactly as under the additive padding mask; the outputs at padding positions are zero
-//! (pooling ignores them, and no real token attends to them).
+//! A segment is a run of rows that attend to each other: a right-padded sequence's real tokens,
+//! or one of several sequences packed into a row. Queries attend to keys of their own segment
+//! only (and, when causal, to those at or before them), exactly as under the additive mask; the
+//! outputs at rows outside every segment (padding) are zero.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
@@ -22,8 +26,32 @@ use super::train_ops::{by_dtype, cast, contiguous, uses_kernels, Real};
 /// queries, then keys, then values, each `heads` heads wide), with row `b` holding `lens[b]` real
 /// tokens followed by padding. Differentiable in `qkv`.
 pub fn self_attention(qkv: &Tensor, lens: &[usize], heads: usize) -> Result<Tensor> {
+    let segments: Vec<Vec<usize>> = lens.iter().map(|&l| vec![l]).collect();
+    attention(qkv, &segments, heads, heads, false)
+}
+
+/// Causal grouped-query attention over `qkv` (`[batch, len, (heads + 2·kv_heads)·head_dim]`,
+/// rope already applied), `segments[b]` the lengths of the sequences packed one after another
+/// into row `b` (padding after them). The context is `[batch, len, heads·head_dim]`.
+/// Differentiable in `qkv`.
+pub fn causal_attention(
+    qkv: &Tensor,
+    segments: &[Vec<usize>],
+    heads: usize,
+    kv_heads: usize,
+) -> Result<Tensor> {
+    attention(qkv, segments, heads, kv_heads, true)
+}
+
+fn attention(
+    qkv: &Tensor,
+    segments: &[Vec<usize>],
+    heads: usize,
+    kv_heads: usize,
+    causal: bool,
+) -> Result<Tensor> {
     qkv.contiguous()?.apply_op1(SelfAttention {
-        shape: Dims::of(qkv, lens, heads)?,
+        shape: Dims::of(qkv, segments, heads, kv_heads, causal)?,
     })
 }
 
@@ -51,46 +79,80 @@ pub fn right_padded_lengths(mask: &Tensor) -> Result<Option<Vec<usize>>> {
 struct Dims {
     batch: usize,
     len: usize,
-    hidden: usize,
     heads: usize,
-    lens: Vec<usize>,
+    kv_heads: usize,
+    head_dim: usize,
+    causal: bool,
+    /// (row, first position, length) of every non-empty segment.
+    segments: Vec<(usize, usize, usize)>,
 }
 
 impl Dims {
-    fn of(qkv: &Tensor, lens: &[usize], heads: usize) -> Result<Self> {
-        let (batch, len, three_h) = qkv.dims3()?;
-        let hidden = three_h / 3;
-        if three_h % 3 != 0 || heads == 0 || hidden % heads != 0 {
+    fn of(
+        qkv: &Tensor,
+        segments: &[Vec<usize>],
+        heads: usize,
+        kv_heads: usize,
+        causal: bool,
+    ) -> Result<Self> {
+        let (batch, len, width) = qkv.dims3()?;
+        let units = heads + 2 * kv_heads;
+        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 || width % units != 0 {
             candle_core::bail!(
-                "self-attention: qkv {:?} does not split into {heads} heads",
+                "self-attention: qkv {:?} does not split into {heads} query and {kv_heads} key/value heads",
                 qkv.shape()
             );
         }
-        if lens.len() != batch || lens.iter().any(|&l| l > len) {
+        if segments.len() != batch {
             candle_core::bail!(
-                "self-attention: lengths {lens:?} do not fit qkv {:?}",
+                "self-attention: {} segment lists do not fit qkv {:?}",
+                segments.len(),
                 qkv.shape()
             );
+        }
+        let mut spans = vec![];
+        for (b, segs) in segments.iter().enumerate() {
+            let mut at = 0;
+            for &l in segs {
+                if l > 0 {
+                    spans.push((b, at, l));
+                }
+                at += l;
+            }
+            if at > len {
+                candle_core::bail!(
+                    "self-attention: segments {segs:?} do not fit rows of {len} in qkv {:?}",
+                    qkv.shape()
+                );
+            }
         }
         Ok(Self {
             batch,
             len,
-            hidden,
             heads,
-            lens: lens.to_vec(),
+            kv_heads,
+            head_dim: width / units,
+            causal,
+            segments: spans,
         })
     }
 
-    fn head_dim(&self) -> usize {
-        self.hidden / self.heads
+    /// Width of a qkv row.
+    fn width(&self) -> usize {
+        (self.heads + 2 * self.kv_heads) * self.head_dim
     }
 
-    /// Every (sequence, head) pair with at least one real token.
-    fn tasks(&self) -> Vec<(usize, usize)> {
-        (0..self.batch)
-            .filter(|&b| self.lens[b] > 0)
-            .flat_map(|b| (0..self.heads).map(move |h| (b, h)))
-            .collect()
+    /// Width of a context row.
+    fn out_width(&self) -> usize {
+        self.heads * self.head_dim
+    }
+
+    /// Offsets within a qkv row of query head `h`, and of the key and value of its group.
+    fn offsets(&self, h: usize) -> (usize, usize, usize) {
+        let d = self.head_dim;
+        let kv = h / (self.heads / self.kv_heads);
+        let keys = self.heads * d;
+        (h * d, keys + kv * d, keys + self.kv_heads * d + kv * d)
     }
 }
 
@@ -113,11 +175,24 @@ impl<T> Shared<T> {
 /// each operand given by its pointer, row stride and column stride.
 #[allow(clippy::too_many_arguments)]
 unsafe fn matmul<T: Real>(
+    mnk: (usize, usize, usize),
+    dst: (*mut T, usize),
+    lhs: (*const T, usize, usize),
+    rhs: (*const T, usize, usize),
+    scale: T,
+) {
+    product(mnk, dst, lhs, rhs, scale, false)
+}
+
+/// [`matmul`], added onto `dst` when `accumulate`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product<T: Real>(
     (m, n, k): (usize, usize, usize),
     dst: (*mut T, usize),
     lhs: (*const T, usize, usize),
     rhs: (*const T, usize, usize),
     scale: T,
+    accumulate: bool,
 ) {
     gemm::gemm(
         m,
@@ -126,14 +201,14 @@ unsafe fn matmul<T: Real>(
         dst.0,
         1,
         dst.1 as isize,
-        false,
+        accumulate,
         lhs.0,
         lhs.2 as isize,
         lhs.1 as isize,
         rhs.0,
         rhs.2 as isize,
         rhs.1 as isize,
-        T::zero(),
+        if accumulate { T::one() } else { T::zero() },
         scale,
         false,
         false,
@@ -142,7 +217,8 @@ unsafe fn matmul<T: Real>(
     );
 }
 
-/// `p (l×l) = softmax(scale · Q Kᵀ)` for the task's real rows, `q`/`k` pointing at its head.
+/// `p (l×l) = softmax(scale · Q Kᵀ)` for the task's segment, `q`/`k` pointing at its head; when
+/// `causal`, row `i` over keys `0..=i` only (the rest zero).
 unsafe fn probabilities<T: Real>(
     p: &mut [T],
     l: usize,
@@ -150,6 +226,7 @@ unsafe fn probabilities<T: Real>(
     q: *const T,
     k: *const T,
     stride: usize,
+    causal: bool,
 ) {
     let scale = T::one() / cast::<T>(d as f64).sqrt();
     // p[i, j] = q_i · k_j: K read transposed (row stride 1, column stride `stride`).
@@ -160,7 +237,14 @@ unsafe fn probabilities<T: Real>(
         (k, 1, stride),
         scale,
     );
-    T::softmax_rows(p, l);
+    if causal {
+        for (i, row) in p.chunks_exact_mut(l).enumerate() {
+            T::softmax_rows(&mut row[..=i], i + 1);
+            row[i + 1..].fill(T::zero());
+        }
+    } else {
+        T::softmax_rows(p, l);
+    }
 }
 
 struct SelfAttention {
@@ -170,26 +254,35 @@ struct SelfAttention {
 impl SelfAttention {
     fn forward<T: Real>(&self, qkv: &[T]) -> Vec<T> {
         let s = &self.shape;
-        let (three, d) = (3 * s.hidden, s.head_dim());
-        let mut out = vec![T::zero(); s.batch * s.len * s.hidden];
+        let (width, out_width, d) = (s.width(), s.out_width(), s.head_dim);
+        let mut out = vec![T::zero(); s.batch * s.len * out_width];
         let dst = Shared(out.as_mut_ptr());
-        s.tasks()
+        let tasks: Vec<(usize, usize, usize, usize)> = s
+            .segments
+            .iter()
+            .flat_map(|&(b, at, l)| (0..s.heads).map(move |h| (b, at, l, h)))
+            .collect();
+        tasks
             .par_iter()
-            .for_each_init(Vec::new, |p: &mut Vec<T>, &(b, h)| {
-                let l = s.lens[b];
+            .for_each_init(Vec::new, |p: &mut Vec<T>, &(b, at, l, h)| {
                 p.resize(l * l, T::zero());
-                let base = qkv[b * s.len * three + h * d..].as_ptr();
+                let row = (b * s.len + at) * width;
+                let (qo, ko, vo) = s.offsets(h);
                 // SAFETY: every pointer stays inside its buffer for `l` rows of its row stride,
-                // and this task writes only its own head's columns of its own sequence's rows.
+                // and this task writes only its own head's columns of its own segment's rows.
                 unsafe {
-                    let (q, k, v) = (base, base.add(s.hidden), base.add(2 * s.hidden));
-                    probabilities(p, l, d, q, k, three);
-                    let o = dst.at(b * s.len * s.hidden + h * d);
+                    let (q, k, v) = (
+                        qkv[row + qo..].as_ptr(),
+                        qkv[row + ko..].as_ptr(),
+                        qkv[row + vo..].as_ptr(),
+                    );
+                    probabilities(p, l, d, q, k, width, s.causal);
+                    let o = dst.at((b * s.len + at) * out_width + h * d);
                     matmul(
                         (l, d, l),
-                        (o, s.hidden),
+                        (o, out_width),
                         (p.as_ptr(), l, 1),
-                        (v, three, 1),
+                        (v, width, 1),
                         T::one(),
                     );
                 }
@@ -205,7 +298,7 @@ impl CustomOp1 for SelfAttention {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let s = &self.shape;
-        let shape = Shape::from((s.batch, s.len, s.hidden));
+        let shape = Shape::from((s.batch, s.len, s.out_width()));
         by_dtype!(storage, self.name(), T => {
             let qkv = contiguous::<T>(storage, layout, self.name())?;
             Ok((WithDType::to_cpu_storage_owned(self.forward(qkv)), shape))
@@ -228,66 +321,83 @@ struct SelfAttentionBackward {
 impl SelfAttentionBackward {
     fn backward<T: Real>(&self, qkv: &[T], grad: &[T]) -> Vec<T> {
         let s = &self.shape;
-        let (three, d) = (3 * s.hidden, s.head_dim());
+        let (width, out_width, d) = (s.width(), s.out_width(), s.head_dim);
+        let groups = s.heads / s.kv_heads;
         let scale = T::one() / cast::<T>(d as f64).sqrt();
         let mut out = vec![T::zero(); qkv.len()];
         let dst = Shared(out.as_mut_ptr());
-        s.tasks().par_iter().for_each_init(
+        let tasks: Vec<(usize, usize, usize, usize)> = s
+            .segments
+            .iter()
+            .flat_map(|&(b, at, l)| (0..s.kv_heads).map(move |g| (b, at, l, g)))
+            .collect();
+        tasks.par_iter().for_each_init(
             || (Vec::new(), Vec::new()),
-            |(p, dp): &mut (Vec<T>, Vec<T>), &(b, h)| {
-                let l = s.lens[b];
+            |(p, dp): &mut (Vec<T>, Vec<T>), &(b, at, l, group)| {
                 p.resize(l * l, T::zero());
                 dp.resize(l * l, T::zero());
-                let base = qkv[b * s.len * three + h * d..].as_ptr();
-                let g = grad[b * s.len * s.hidden + h * d..].as_ptr();
-                // SAFETY: as in the forward pass; the task writes its head's columns of dQ, dK
-                // and dV in its own sequence's rows.
-                unsafe {
-                    let (q, k, v) = (base, base.add(s.hidden), base.add(2 * s.hidden));
-                    probabilities(p, l, d, q, k, three);
-                    let dbase = dst.at(b * s.len * three + h * d);
-                    let (dq, dk, dv) = (dbase, dbase.add(s.hidden), dbase.add(2 * s.hidden));
-                    // dV = Pᵀ dO
-                    matmul(
-                        (l, d, l),
-                        (dv, three),
-                        (p.as_ptr(), 1, l),
-                        (g, s.hidden, 1),
-                        T::one(),
-                    );
-                    // dP = dO Vᵀ
-                    matmul(
-                        (l, l, d),
-                        (dp.as_mut_ptr(), l),
-                        (g, s.hidden, 1),
-                        (v, 1, three),
-                        T::one(),
-                    );
-                    // dS = scale · P ⊙ (dP − Σⱼ P ⊙ dP), the softmax's backward with the score scale.
-                    for (pr, dr) in p.chunks_exact(l).zip(dp.chunks_exact_mut(l)) {
-                        let dot = pr
-                            .iter()
-                            .zip(dr.iter())
-                            .fold(T::zero(), |a, (&p, &g)| a + p * g);
-                        for (g, &p) in dr.iter_mut().zip(pr) {
-                            *g = scale * p * (*g - dot);
+                let row = (b * s.len + at) * width;
+                let grow = (b * s.len + at) * out_width;
+                for (n, h) in (group * groups..(group + 1) * groups).enumerate() {
+                    let (qo, ko, vo) = s.offsets(h);
+                    // The first query head of the group writes dK and dV, the others add to them.
+                    let add = n > 0;
+                    // SAFETY: as in the forward pass; the task writes its query heads' columns
+                    // of dQ and its key head's columns of dK and dV, in its own segment's rows.
+                    unsafe {
+                        let (q, k, v) = (
+                            qkv[row + qo..].as_ptr(),
+                            qkv[row + ko..].as_ptr(),
+                            qkv[row + vo..].as_ptr(),
+                        );
+                        let g = grad[grow + h * d..].as_ptr();
+                        probabilities(p, l, d, q, k, width, s.causal);
+                        let (dq, dk, dv) = (dst.at(row + qo), dst.at(row + ko), dst.at(row + vo));
+                        // dV = Pᵀ dO
+                        product(
+                            (l, d, l),
+                            (dv, width),
+                            (p.as_ptr(), 1, l),
+                            (g, out_width, 1),
+                            T::one(),
+                            add,
+                        );
+                        // dP = dO Vᵀ
+                        matmul(
+                            (l, l, d),
+                            (dp.as_mut_ptr(), l),
+                            (g, out_width, 1),
+                            (v, 1, width),
+                            T::one(),
+                        );
+                        // dS = scale · P ⊙ (dP − Σⱼ P ⊙ dP), the softmax's backward with the
+                        // score scale (zero where P is zero: masked keys).
+                        for (pr, dr) in p.chunks_exact(l).zip(dp.chunks_exact_mut(l)) {
+                            let dot = pr
+                                .iter()
+                                .zip(dr.iter())
+                                .fold(T::zero(), |a, (&p, &g)| a + p * g);
+                            for (g, &p) in dr.iter_mut().zip(pr) {
+                                *g = scale * p * (*g - dot);
+                            }
                         }
+                        // dQ = dS K, dK = dSᵀ Q
+                        matmul(
+                            (l, d, l),
+                            (dq, width),
+                            (dp.as_ptr(), l, 1),
+                            (k, width, 1),
+                            T::one(),
+                        );
+                        product(
+                            (l, d, l),
+                            (dk, width),
+                            (dp.as_ptr(), 1, l),
+                            (q, width, 1),
+                            T::one(),
+                            add,
+                        );
                     }
-                    // dQ = dS K, dK = dSᵀ Q
-                    matmul(
-                        (l, d, l),
-                        (dq, three),
-                        (dp.as_ptr(), l, 1),
-                        (k, three, 1),
-                        T::one(),
-                    );
-                    matmul(
-                        (l, d, l),
-                        (dk, three),
-                        (dp.as_ptr(), 1, l),
-                        (q, three, 1),
-                        T::one(),
-                    );
                 }
             },
         );

@@ -436,3 +436,335 @@ impl CustomOp2 for GeluBackward {
         })
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// RMSNorm
+
+/// `x / √(mean(x²) + eps) · weight` over the last dimension (Llama's norm); differentiable in
+/// both.
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    if !uses_kernels(x) {
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        return x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(weight);
+    }
+    x.contiguous()?
+        .apply_op2(&weight.contiguous()?, RmsNorm { eps })
+}
+
+struct RmsNorm {
+    eps: f64,
+}
+
+/// 1 / √(mean(x²) + eps) of a row.
+fn inv_rms<T: Real>(row: &[T], eps: T) -> T {
+    let n = T::from(row.len()).expect("row length fits");
+    let ms = row.iter().fold(T::zero(), |a, &v| a + v * v) / n;
+    T::one() / (ms + eps).sqrt()
+}
+
+impl CustomOp2 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dim = l2.shape().elem_count().max(1);
+        by_dtype!(s1, self.name(), T => {
+            let x = contiguous::<T>(s1, l1, self.name())?;
+            let w = contiguous::<T>(s2, l2, self.name())?;
+            let eps = cast::<T>(self.eps);
+            let mut out = vec![T::zero(); x.len()];
+            out.par_chunks_mut(dim).zip(x.par_chunks(dim)).for_each(|(o, x)| {
+                let inv = inv_rms(x, eps);
+                for j in 0..dim {
+                    o[j] = x[j] * inv * w[j];
+                }
+            });
+            Ok((WithDType::to_cpu_storage_owned(out), l1.shape().clone()))
+        })
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let dim = w.elem_count();
+        let rows = x.elem_count() / dim.max(1);
+        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &RmsNormBackward { eps: self.eps })?;
+        let dx = packed.narrow(0, 0, rows * dim)?.reshape(x.shape())?;
+        let dw = packed.narrow(0, rows * dim, dim)?.reshape(w.shape())?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// dx = inv·(ĝ − x̂·mean(ĝ ⊙ x̂)) with ĝ = g ⊙ w, x̂ = x·inv; dw = Σ_rows g ⊙ x̂.
+/// Output: `[rows·dim + dim]`.
+struct RmsNormBackward {
+    eps: f64,
+}
+
+impl CustomOp3 for RmsNormBackward {
+    fn name(&self) -> &'static str {
+        "rms-norm-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let dim = l2.shape().elem_count().max(1);
+        by_dtype!(s1, self.name(), T => {
+            let x = contiguous::<T>(s1, l1, self.name())?;
+            let w = contiguous::<T>(s2, l2, self.name())?;
+            let g = contiguous::<T>(s3, l3, self.name())?;
+            let eps = cast::<T>(self.eps);
+            let n = cast::<T>(dim as f64);
+            let mut dx = vec![T::zero(); x.len()];
+            let rows_per_task = (x.len() / dim).div_ceil(rayon::current_num_threads() * 4).max(1);
+            let partial: Vec<Vec<T>> = dx
+                .par_chunks_mut(dim * rows_per_task)
+                .zip(x.par_chunks(dim * rows_per_task).zip(g.par_chunks(dim * rows_per_task)))
+                .map(|(dx, (x, g))| {
+                    let mut dw = vec![T::zero(); dim];
+                    for ((dx, x), g) in dx.chunks_mut(dim).zip(x.chunks(dim)).zip(g.chunks(dim)) {
+                        let inv = inv_rms(x, eps);
+                        let mut sum = T::zero();
+                        for j in 0..dim {
+                            let xh = x[j] * inv;
+                            sum += g[j] * w[j] * xh;
+                            dw[j] += g[j] * xh;
+                        }
+                        let mean = sum / n;
+                        for j in 0..dim {
+                            dx[j] = inv * (g[j] * w[j] - x[j] * inv * mean);
+                        }
+                    }
+                    dw
+                })
+                .collect();
+            let mut dw = vec![T::zero(); dim];
+            for p in partial {
+                for j in 0..dim {
+                    dw[j] += p[j];
+                }
+            }
+            dx.extend(dw);
+            let len = dx.len();
+            Ok((WithDType::to_cpu_storage_owned(dx), Shape::from(len)))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// SwiGLU
+
+/// `silu(gate) ⊙ up` (Llama's feed-forward gate); differentiable in both.
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if !uses_kernels(gate) {
+        return gate.silu()? * up;
+    }
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
+}
+
+struct SwiGlu;
+
+fn sigmoid<T: Real>(x: T) -> T {
+    T::one() / (T::one() + (-x).exp())
+}
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("swiglu: gate {:?} and up {:?} differ", l1.shape(), l2.shape());
+        }
+        by_dtype!(s1, self.name(), T => {
+            let a = contiguous::<T>(s1, l1, self.name())?;
+            let b = contiguous::<T>(s2, l2, self.name())?;
+            let mut out = vec![T::zero(); a.len()];
+            out.par_chunks_mut(4096).zip(a.par_chunks(4096).zip(b.par_chunks(4096))).for_each(|(o, (a, b))| {
+                for ((o, &a), &b) in o.iter_mut().zip(a).zip(b) {
+                    *o = a * sigmoid(a) * b;
+                }
+            });
+            Ok((WithDType::to_cpu_storage_owned(out), l1.shape().clone()))
+        })
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let n = gate.elem_count();
+        let packed = gate.apply_op3_no_bwd(up, &grad.contiguous()?, &SwiGluBackward)?;
+        Ok((
+            Some(packed.narrow(0, 0, n)?.reshape(gate.shape())?),
+            Some(packed.narrow(0, n, n)?.reshape(gate.shape())?),
+        ))
+    }
+}
+
+/// d gate = g ⊙ up ⊙ σ(a)(1 + a(1 − σ(a))); d up = g ⊙ silu(a). Output: `[2·n]`.
+struct SwiGluBackward;
+
+impl CustomOp3 for SwiGluBackward {
+    fn name(&self) -> &'static str {
+        "swiglu-backward"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        by_dtype!(s1, self.name(), T => {
+            let a = contiguous::<T>(s1, l1, self.name())?;
+            let b = contiguous::<T>(s2, l2, self.name())?;
+            let g = contiguous::<T>(s3, l3, self.name())?;
+            let n = a.len();
+            let mut out = vec![T::zero(); 2 * n];
+            let (da, db) = out.split_at_mut(n);
+            da.par_chunks_mut(4096)
+                .zip(db.par_chunks_mut(4096))
+                .zip(a.par_chunks(4096).zip(b.par_chunks(4096)).zip(g.par_chunks(4096)))
+                .for_each(|((da, db), ((a, b), g))| {
+                    for i in 0..a.len() {
+                        let s = sigmoid(a[i]);
+                        da[i] = g[i] * b[i] * s * (T::one() + a[i] * (T::one() - s));
+                        db[i] = g[i] * a[i] * s;
+                    }
+                });
+            Ok((WithDType::to_cpu_storage_owned(out), Shape::from(2 * n)))
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rotary embedding
+
+/// Rotary embedding of `x` (`[batch, len, heads, head_dim]`) by the angles whose cosines and
+/// sines are `cos` / `sin` (`[batch, len, head_dim / 2]`): adjacent pairs rotated
+/// (`interleaved`, GGUF's layout) or the two halves of each head (Hugging Face's).
+/// Differentiable in `x` (a rotation's backward is the rotation by the opposite angle).
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Result<Tensor> {
+    if !uses_kernels(x) {
+        candle_core::bail!("rope: the fused kernel runs on CPU f32/f64 only");
+    }
+    x.contiguous()?.apply_op3(
+        &cos.contiguous()?,
+        &sin.contiguous()?,
+        Rope {
+            interleaved,
+            inverse: false,
+        },
+    )
+}
+
+struct Rope {
+    interleaved: bool,
+    /// Rotate by −θ (the backward pass).
+    inverse: bool,
+}
+
+impl Rope {
+    fn apply<T: Real>(&self, x: &[T], cos: &[T], sin: &[T], dims: (usize, usize, usize)) -> Vec<T> {
+        let (positions, heads, d) = dims;
+        let half = d / 2;
+        let mut out = vec![T::zero(); x.len()];
+        out.par_chunks_mut(heads * d)
+            .zip(x.par_chunks(heads * d))
+            .enumerate()
+            .for_each(|(p, (o, x))| {
+                let (c, s) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
+                for h in 0..heads {
+                    let (o, x) = (&mut o[h * d..(h + 1) * d], &x[h * d..(h + 1) * d]);
+                    for i in 0..half {
+                        let sn = if self.inverse { -s[i] } else { s[i] };
+                        let (a, b) = if self.interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                        o[a] = x[a] * c[i] - x[b] * sn;
+                        o[b] = x[a] * sn + x[b] * c[i];
+                    }
+                }
+            });
+        let _ = positions;
+        out
+    }
+}
+
+impl CustomOp3 for Rope {
+    fn name(&self) -> &'static str {
+        "rope"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (b, len, heads, d) = l1.shape().dims4()?;
+        if d % 2 != 0 || l2.shape().elem_count() != b * len * d / 2 || l3.shape() != l2.shape() {
+            candle_core::bail!(
+                "rope: x {:?} does not fit tables {:?} / {:?}",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            );
+        }
+        by_dtype!(s1, self.name(), T => {
+            let x = contiguous::<T>(s1, l1, self.name())?;
+            let cos = contiguous::<T>(s2, l2, self.name())?;
+            let sin = contiguous::<T>(s3, l3, self.name())?;
+            let out = self.apply(x, cos, sin, (b * len, heads, d));
+            Ok((WithDType::to_cpu_storage_owned(out), l1.shape().clone()))
+        })
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let back = Rope {
+            interleaved: self.interleaved,
+            inverse: !self.inverse,
+        };
+        Ok((Some(grad.contiguous()?.apply_op3_no_bwd(cos, sin, &back)?), None, None))
+    }
+}

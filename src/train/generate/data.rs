@@ -6,8 +6,8 @@
 //!   each assistant turn's span is found by rendering the conversation up to it (with the
 //!   generation prompt: where the answer starts) and up to its end (where it stops, end-of-turn
 //!   token included, trailing whitespace not).
-//! - `prompt` + `completion` strings: their tokens one after the other, then the end-of-sequence
-//!   token; the completion and that token are the labels (TRL's non-conversational
+//! - `prompt` + `completion` strings: tokenized together, then the end-of-sequence token; the
+//!   completion's tokens and that token are the labels (TRL's non-conversational
 //!   prompt-completion). Message lists in both fields are a conversation whose completion turns
 //!   are the labels.
 //! - `text`: every token, then end-of-sequence, is a label (language modelling).
@@ -149,7 +149,7 @@ impl SftSet {
                 keys.join(", ")
             );
         };
-        let tok = Tokenizing { llm, options };
+        let tok = Tokenizing { llm };
         let (mut examples, mut truncated, mut dropped) = (vec![], 0, 0);
         for (line, rec) in &records {
             let at = || format!("{origin}:{line}");
@@ -261,7 +261,6 @@ fn pack(examples: &[SftExample], max_length: usize) -> Vec<Vec<usize>> {
 
 struct Tokenizing<'a> {
     llm: &'a LocalLlm,
-    options: &'a SftOptions,
 }
 
 impl Tokenizing<'_> {
@@ -272,24 +271,22 @@ impl Tokenizing<'_> {
             .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))
     }
 
-    /// `prompt` then `completion` then end-of-sequence; the completion and EOS are labels.
+    /// `prompt + completion` tokenized as one text (as TRL does), then end-of-sequence; the
+    /// tokens from the completion's first character on, and EOS, are labels.
     fn plain(&self, prompt: &str, completion: &str) -> Result<SftExample> {
-        let p = self.encode(prompt)?;
-        let c = self.encode(completion)?;
-        let mut ids = p.get_ids().to_vec();
-        let mut labels = vec![false; ids.len()];
-        ids.extend(c.get_ids());
-        labels.resize(ids.len(), true);
+        let text = format!("{prompt}{completion}");
+        let enc = self.encode(&text)?;
+        let mut ids = enc.get_ids().to_vec();
+        let mut labels: Vec<bool> = enc
+            .get_offsets()
+            .iter()
+            .map(|&(_, end)| end > prompt.len())
+            .collect();
         if let Some(eos) = self.llm.eos_token() {
             ids.push(eos);
             labels.push(true);
         }
-        let _ = self.options;
-        Ok(SftExample {
-            ids,
-            labels,
-            text: format!("{prompt}{completion}"),
-        })
+        Ok(SftExample { ids, labels, text })
     }
 
     /// A conversation through the chat template; assistant turns after the first
