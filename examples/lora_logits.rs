@@ -13,12 +13,21 @@ use ragtune::models::lora::LoraConfig;
 
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
-    let model = args.next().context("usage: lora_logits MODEL [--adapter DIR] [--random-adapter SEED] [PROMPT]")?;
-    let (mut adapter, mut random, mut prompt) = (None, None, "What is the capital of France?".to_string());
+    let model = args
+        .next()
+        .context("usage: lora_logits MODEL [--adapter DIR] [--random-adapter SEED] [PROMPT]")?;
+    let (mut adapter, mut random, mut prompt) =
+        (None, None, "What is the capital of France?".to_string());
     while let Some(a) = args.next() {
         match a.as_str() {
             "--adapter" => adapter = args.next(),
-            "--random-adapter" => random = Some(args.next().context("--random-adapter SEED")?.parse::<u64>()?),
+            "--random-adapter" => {
+                random = Some(
+                    args.next()
+                        .context("--random-adapter SEED")?
+                        .parse::<u64>()?,
+                )
+            }
             _ => prompt = a,
         }
     }
@@ -42,7 +51,12 @@ fn main() -> Result<()> {
         };
         llm.model_mut().add_lora(&config)?;
         let dir = format!("lora-random-{seed}");
-        ragtune::models::peft::save_adapter(llm.model(), &config, &model, std::path::Path::new(&dir))?;
+        ragtune::models::peft::save_adapter(
+            llm.model(),
+            &config,
+            &model,
+            std::path::Path::new(&dir),
+        )?;
         eprintln!("adapter saved to {dir}/");
     }
     let text = llm.render(&[Message::user(prompt)])?;

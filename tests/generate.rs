@@ -237,7 +237,10 @@ fn the_adapter_forward_equals_the_merged_weights_and_unmerging_restores_the_base
             ..all_linear(4, 0.0)
         })
         .unwrap();
-    assert!(max_diff(&logits(&zero, &ids), &base) == 0.0, "B starts at zero");
+    assert!(
+        max_diff(&logits(&zero, &ids), &base) == 0.0,
+        "B starts at zero"
+    );
     llm.model_mut().add_lora(&all_linear(4, 0.0)).unwrap();
     let adapted = logits(&llm, &ids);
     assert!(
@@ -324,10 +327,14 @@ fn adapters_round_trip_through_peft_files() {
 /// against PEFT's logits in tests/fixtures/lora-peft-parity.json (scripts/check-lora-parity.py).
 #[test]
 fn smollm2_with_a_lora_adapter_gives_peft_logits() {
-    if common::skip_unless(common::smollm2_seeded(), "SmolLM2-135M-Instruct (scripts/seed-models.sh)") {
+    if common::skip_unless(
+        common::smollm2_seeded(),
+        "SmolLM2-135M-Instruct (scripts/seed-models.sh)",
+    ) {
         return;
     }
-    let fixture: Value = serde_json::from_str(include_str!("fixtures/lora-peft-parity.json")).unwrap();
+    let fixture: Value =
+        serde_json::from_str(include_str!("fixtures/lora-peft-parity.json")).unwrap();
     let mut llm = LocalLlm::load(
         common::SMOLLM2,
         &LocalOptions {
@@ -338,14 +345,24 @@ fn smollm2_with_a_lora_adapter_gives_peft_logits() {
     .unwrap();
     let ids: Vec<u32> = serde_json::from_value(fixture["ids"].clone()).unwrap();
     let prompt = llm
-        .render(&[ragtune::llm::Message::user("What is the capital of France?")])
+        .render(&[ragtune::llm::Message::user(
+            "What is the capital of France?",
+        )])
         .unwrap();
-    assert_eq!(llm.encode(&prompt).unwrap(), ids, "the chat prompt's tokens");
+    assert_eq!(
+        llm.encode(&prompt).unwrap(),
+        ids,
+        "the chat prompt's tokens"
+    );
     let stride = fixture["stride"].as_u64().unwrap() as usize;
     let column = |key: &str| -> Vec<f32> { serde_json::from_value(fixture[key].clone()).unwrap() };
     let every = |v: Vec<f32>| -> Vec<f32> { v.into_iter().step_by(stride).collect() };
     let base = every(logits(&llm, &ids));
-    assert!(max_diff(&base, &column("base_logits")) < 1e-3, "base: {}", max_diff(&base, &column("base_logits")));
+    assert!(
+        max_diff(&base, &column("base_logits")) < 1e-3,
+        "base: {}",
+        max_diff(&base, &column("base_logits"))
+    );
     llm.model_mut()
         .add_lora(&LoraConfig {
             target_modules: vec!["all-linear".into()],
@@ -358,7 +375,10 @@ fn smollm2_with_a_lora_adapter_gives_peft_logits() {
     let ours = every(logits(&llm, &ids));
     let d = max_diff(&ours, &column("peft_logits"));
     assert!(d < 1e-3, "ragtune vs PEFT: {d}");
-    assert!(max_diff(&ours, &base) > 1e-2, "the adapter moves the logits");
+    assert!(
+        max_diff(&ours, &base) > 1e-2,
+        "the adapter moves the logits"
+    );
 }
 
 fn write_jsonl(path: &std::path::Path, rows: &[Value]) {
@@ -374,19 +394,44 @@ fn train_generate_learns_and_resumes_after_a_kill_to_identical_adapters() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let rows: Vec<Value> = (0..36)
-        .map(|i| chat(&format!("What is {i} plus one?"), &format!("It is {}.", i + 1)))
+        .map(|i| {
+            chat(
+                &format!("What is {i} plus one?"),
+                &format!("It is {}.", i + 1),
+            )
+        })
         .collect();
     write_jsonl(&dir.join("train.jsonl"), &rows);
     write_jsonl(&dir.join("dev.jsonl"), &rows[..4]);
     let model = common::tiny_llama_dir().display().to_string();
     let args = |out: &std::path::Path| -> Vec<String> {
         [
-            "train", "generate", "--model", &model, "--data",
+            "train",
+            "generate",
+            "--model",
+            &model,
+            "--data",
             dir.join("train.jsonl").to_str().unwrap(),
-            "--dev-data", dir.join("dev.jsonl").to_str().unwrap(),
-            "--lora-r", "4", "--lora-dropout", "0.1", "--target-modules", "all-linear",
-            "--epochs", "3", "--batch-size", "2", "--lr", "5e-3", "--save-steps", "2",
-            "--eval-steps", "18", "--output", out.to_str().unwrap(),
+            "--dev-data",
+            dir.join("dev.jsonl").to_str().unwrap(),
+            "--lora-r",
+            "4",
+            "--lora-dropout",
+            "0.1",
+            "--target-modules",
+            "all-linear",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "2",
+            "--lr",
+            "5e-3",
+            "--save-steps",
+            "2",
+            "--eval-steps",
+            "18",
+            "--output",
+            out.to_str().unwrap(),
         ]
         .map(String::from)
         .to_vec()
@@ -401,7 +446,13 @@ fn train_generate_learns_and_resumes_after_a_kill_to_identical_adapters() {
             ..Default::default()
         })
         .unwrap();
-    peft::save_adapter(init.model(), &LoraConfig::default(), "tiny", &dir.join("init")).unwrap();
+    peft::save_adapter(
+        init.model(),
+        &LoraConfig::default(),
+        "tiny",
+        &dir.join("init"),
+    )
+    .unwrap();
     common::kill_resume_matches_whole_run_of(
         dir,
         &args,
@@ -419,14 +470,20 @@ fn train_generate_learns_and_resumes_after_a_kill_to_identical_adapters() {
         .collect();
     assert_eq!(losses.len(), 54, "36 rows, batches of 2, 3 epochs");
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    assert!(mean(&losses[36..]) < mean(&losses[..18]) * 0.9, "{losses:?}");
+    assert!(
+        mean(&losses[36..]) < mean(&losses[..18]) * 0.9,
+        "{losses:?}"
+    );
     let evals: Vec<f64> = log
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).unwrap())
         .filter(|v| v["kind"] == "eval")
         .map(|v| v["metrics"]["eval_loss"].as_f64().unwrap())
         .collect();
-    assert!(evals.len() >= 3 && evals.last() < evals.first(), "{evals:?}");
+    assert!(
+        evals.len() >= 3 && evals.last() < evals.first(),
+        "{evals:?}"
+    );
     assert!(whole.join("best/adapter_config.json").is_file());
     assert!(whole.join("README.md").is_file() && whole.join("training.html").is_file());
     // The saved adapter loads and generates.
@@ -439,7 +496,10 @@ fn train_generate_learns_and_resumes_after_a_kill_to_identical_adapters() {
 /// dequantized f32 base computes.
 #[test]
 fn a_quantized_base_keeps_its_blocks_and_the_dense_logits() {
-    if common::skip_unless(common::smollm2_seeded(), "SmolLM2-135M-Instruct (scripts/seed-models.sh)") {
+    if common::skip_unless(
+        common::smollm2_seeded(),
+        "SmolLM2-135M-Instruct (scripts/seed-models.sh)",
+    ) {
         return;
     }
     let load = |quantized_base| {
@@ -457,7 +517,10 @@ fn a_quantized_base_keeps_its_blocks_and_the_dense_logits() {
     let ids = dense.encode("Name three primary colours.").unwrap();
     let d = max_diff(&logits(&dense, &ids), &logits(&quant, &ids));
     assert!(d < 1e-3, "{d}");
-    let (fd, fq) = (dense.model().base_linear_bytes(), quant.model().base_linear_bytes());
+    let (fd, fq) = (
+        dense.model().base_linear_bytes(),
+        quant.model().base_linear_bytes(),
+    );
     // Q4_1 holds 32 weights in 20 bytes (some tensors of this file are Q8_0 or f32).
     assert!(fq * 4 < fd, "quantized {fq} bytes against {fd}");
 }

@@ -151,19 +151,45 @@ fn llama_kernels_match_composed_ops_forward_and_backward() {
     use ragtune::models::train_ops::{rms_norm, rope, swiglu};
     let dev = Device::Cpu;
     let diff = |a: &Tensor, b: &Tensor| -> f64 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f64>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
     };
     let grad_of = |out: &Tensor, probe: &Tensor, v: &Var| -> Tensor {
-        (out * probe).unwrap().sum_all().unwrap().backward().unwrap().get(v.as_tensor()).unwrap().clone()
+        (out * probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(v.as_tensor())
+            .unwrap()
+            .clone()
     };
     // RMSNorm, gradients of x and of the weight.
     let x = Var::from_tensor(&Tensor::randn(0f64, 1., (3, 5, 8), &dev).unwrap()).unwrap();
     let w = Var::from_tensor(&Tensor::randn(1f64, 0.2, 8, &dev).unwrap()).unwrap();
     let probe = Tensor::randn(0f64, 1., (3, 5, 8), &dev).unwrap();
     let ours = rms_norm(x.as_tensor(), w.as_tensor(), 1e-5).unwrap();
-    let ms = x.as_tensor().sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
-    let want = x.as_tensor().broadcast_div(&(ms + 1e-5).unwrap().sqrt().unwrap()).unwrap()
-        .broadcast_mul(w.as_tensor()).unwrap();
+    let ms = x
+        .as_tensor()
+        .sqr()
+        .unwrap()
+        .mean_keepdim(D::Minus1)
+        .unwrap();
+    let want = x
+        .as_tensor()
+        .broadcast_div(&(ms + 1e-5).unwrap().sqrt().unwrap())
+        .unwrap()
+        .broadcast_mul(w.as_tensor())
+        .unwrap();
     assert!(diff(&ours, &want) < 1e-12);
     assert!(diff(&grad_of(&ours, &probe, &x), &grad_of(&want, &probe, &x)) < 1e-12);
     assert!(diff(&grad_of(&ours, &probe, &w), &grad_of(&want, &probe, &w)) < 1e-12);
@@ -192,9 +218,15 @@ fn llama_kernels_match_composed_ops_forward_and_backward() {
             let (c, s) = (cos.unsqueeze(4).unwrap(), sin.unsqueeze(4).unwrap());
             let r0 = (x0.broadcast_mul(&c).unwrap() - x1.broadcast_mul(&s).unwrap()).unwrap();
             let r1 = (x0.broadcast_mul(&s).unwrap() + x1.broadcast_mul(&c).unwrap()).unwrap();
-            Tensor::cat(&[r0, r1], 4).unwrap().reshape((2, 3, 2, 4)).unwrap()
+            Tensor::cat(&[r0, r1], 4)
+                .unwrap()
+                .reshape((2, 3, 2, 4))
+                .unwrap()
         } else {
-            let (x0, x1) = (x.as_tensor().narrow(3, 0, 2).unwrap(), x.as_tensor().narrow(3, 2, 2).unwrap());
+            let (x0, x1) = (
+                x.as_tensor().narrow(3, 0, 2).unwrap(),
+                x.as_tensor().narrow(3, 2, 2).unwrap(),
+            );
             let r0 = (x0.broadcast_mul(&cos).unwrap() - x1.broadcast_mul(&sin).unwrap()).unwrap();
             let r1 = (x1.broadcast_mul(&cos).unwrap() + x0.broadcast_mul(&sin).unwrap()).unwrap();
             Tensor::cat(&[r0, r1], 3).unwrap()

@@ -19,6 +19,7 @@ fn tiny() -> LocalLlm {
         &LocalOptions {
             max_batch: 4,
             q8_decode: false,
+            ..Default::default()
         },
     )
     .unwrap()

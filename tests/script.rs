@@ -362,3 +362,57 @@ fn a_recipe_turns_documents_into_pairs_with_a_local_model_and_ict() {
         .to_string();
     assert!(err.contains("chunk_sise"), "{err}");
 }
+
+#[test]
+fn a_recipe_fine_tunes_a_generator_with_lora_and_chats_with_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows: String = (0..8)
+        .map(|i| {
+            serde_json::json!({"messages": [
+                {"role": "user", "content": format!("What is {i} plus one?")},
+                {"role": "assistant", "content": format!("It is {}.", i + 1)}]})
+            .to_string()
+                + "\n"
+        })
+        .collect();
+    std::fs::write(tmp.path().join("sft.jsonl"), rows).unwrap();
+    let llm = common::tiny_llama_dir();
+    let mut s = session(&[
+        ("data", &tmp.path().join("sft.jsonl")),
+        ("llm_dir", &llm),
+        ("out", &tmp.path().join("lora")),
+    ]);
+    let script = r#"
+        let rows = read_table(data);
+        let run = train_generator(llm_dir, rows.head(6), #{
+            output: out, dev: rows.tail(2), epochs: 2, batch_size: 2, lr: 1e-2, progress: false,
+            lora: #{r: 4, lora_alpha: 8, target_modules: ["all-linear"]}, max_length: 64
+        });
+        let s = run.summary();
+        let answer = run.llm.generate("What is 3 plus one?", #{max_tokens: 3, temperature: 0});
+        [s["steps"], s["dev_before"]["eval_loss"], s["dev_after"]["eval_loss"], type_of(answer), `${run.llm}`]
+    "#;
+    let r = s
+        .eval(script, "generator.rhai")
+        .unwrap()
+        .into_array()
+        .unwrap();
+    assert_eq!(r[0].as_int().unwrap(), 6, "6 rows, batches of 2, 2 epochs");
+    let (before, after) = (r[1].as_float().unwrap(), r[2].as_float().unwrap());
+    assert!(after < before, "dev loss {before} -> {after}");
+    assert_eq!(r[3].clone().into_string().unwrap(), "string");
+    assert!(
+        r[4].clone().into_string().unwrap().contains("adapter"),
+        "the tuned model is named apart from its base"
+    );
+    assert!(tmp.path().join("lora/adapter_model.safetensors").is_file());
+    // An unknown LoRA setting is an error naming it.
+    let err = s
+        .eval(
+            r#"train_generator(llm_dir, read_table(data), #{output: out + "2", lora: #{rank: 4}})"#,
+            "bad.rhai",
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rank"), "{err}");
+}

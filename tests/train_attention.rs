@@ -122,14 +122,18 @@ fn causal_grouped_attention_over_packed_segments_matches_composed_ops() {
     let (heads, kv_heads, d, len) = (4usize, 2usize, 3usize, 7usize);
     let segments = vec![vec![3, 4], vec![5]];
     let width = (heads + 2 * kv_heads) * d;
-    let qkv = Var::from_tensor(&Tensor::randn(0f64, 1.0, (2, len, width), &device).unwrap()).unwrap();
+    let qkv =
+        Var::from_tensor(&Tensor::randn(0f64, 1.0, (2, len, width), &device).unwrap()).unwrap();
     // Mask (batch, 1, len, len): key j visible from query i in the same segment, j <= i; padding
     // rows (after the segments) form one more segment.
     let mut m = vec![-1e9f64; 2 * len * len];
     for (b, segs) in segments.iter().enumerate() {
         let mut bounds = vec![];
         let mut at = 0;
-        for &l in segs.iter().chain(std::iter::once(&(len - segs.iter().sum::<usize>()))) {
+        for &l in segs
+            .iter()
+            .chain(std::iter::once(&(len - segs.iter().sum::<usize>())))
+        {
             bounds.push((at, at + l));
             at += l;
         }
@@ -144,30 +148,71 @@ fn causal_grouped_attention_over_packed_segments_matches_composed_ops() {
     let mask = Tensor::from_vec(m, (2, 1, len, len), &device).unwrap();
     let composed = |qkv: &Tensor| {
         let part = |start: usize, n: usize| {
-            qkv.narrow(2, start * d, n * d).unwrap().reshape((2, len, n, d)).unwrap().transpose(1, 2).unwrap().contiguous().unwrap()
+            qkv.narrow(2, start * d, n * d)
+                .unwrap()
+                .reshape((2, len, n, d))
+                .unwrap()
+                .transpose(1, 2)
+                .unwrap()
+                .contiguous()
+                .unwrap()
         };
-        let (q, k, v) = (part(0, heads), part(heads, kv_heads), part(heads + kv_heads, kv_heads));
+        let (q, k, v) = (
+            part(0, heads),
+            part(heads, kv_heads),
+            part(heads + kv_heads, kv_heads),
+        );
         // Each key head serves heads / kv_heads query heads.
         let rep = |t: Tensor| {
-            Tensor::cat(&[t.narrow(1, 0, 1).unwrap(), t.narrow(1, 0, 1).unwrap(), t.narrow(1, 1, 1).unwrap(), t.narrow(1, 1, 1).unwrap()], 1).unwrap()
+            Tensor::cat(
+                &[
+                    t.narrow(1, 0, 1).unwrap(),
+                    t.narrow(1, 0, 1).unwrap(),
+                    t.narrow(1, 1, 1).unwrap(),
+                    t.narrow(1, 1, 1).unwrap(),
+                ],
+                1,
+            )
+            .unwrap()
         };
         let (k, v) = (rep(k), rep(v));
         let scores = (q.matmul(&k.t().unwrap()).unwrap() / (d as f64).sqrt()).unwrap();
-        let probs = candle_nn::ops::softmax(&scores.broadcast_add(&mask).unwrap(), D::Minus1).unwrap();
-        probs.matmul(&v).unwrap().transpose(1, 2).unwrap().reshape((2, len, heads * d)).unwrap()
+        let probs =
+            candle_nn::ops::softmax(&scores.broadcast_add(&mask).unwrap(), D::Minus1).unwrap();
+        probs
+            .matmul(&v)
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .reshape((2, len, heads * d))
+            .unwrap()
     };
     // Compare on the rows inside segments (padding rows are zero in the kernel).
-    let real = Tensor::new(&[[1f64, 1., 1., 1., 1., 1., 1.], [1., 1., 1., 1., 1., 0., 0.]], &device)
+    let real = Tensor::new(
+        &[[1f64, 1., 1., 1., 1., 1., 1.], [1., 1., 1., 1., 1., 0., 0.]],
+        &device,
+    )
+    .unwrap()
+    .unsqueeze(2)
+    .unwrap();
+    let probe = Tensor::randn(0f64, 1.0, (2, len, heads * d), &device)
         .unwrap()
-        .unsqueeze(2)
+        .broadcast_mul(&real)
         .unwrap();
-    let probe = Tensor::randn(0f64, 1.0, (2, len, heads * d), &device).unwrap().broadcast_mul(&real).unwrap();
     let fused = causal_attention(qkv.as_tensor(), &segments, heads, kv_heads).unwrap();
     let reference = composed(qkv.as_tensor());
     let on_real = |t: &Tensor| t.broadcast_mul(&real).unwrap();
     assert!(max_abs_diff(&on_real(&fused), &on_real(&reference)) < 1e-12);
     let grad = |out: &Tensor| {
-        (out * &probe).unwrap().sum_all().unwrap().backward().unwrap().get(qkv.as_tensor()).unwrap().clone()
+        (out * &probe)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap()
+            .get(qkv.as_tensor())
+            .unwrap()
+            .clone()
     };
     let (g_fused, g_reference) = (grad(&fused), grad(&reference));
     let diff = max_abs_diff(&g_fused, &g_reference);

@@ -372,7 +372,16 @@ fn generate(a: GenerateArgs) -> Result<TrainOutcome> {
     let dev = a
         .dev_data
         .as_ref()
-        .map(|p| SftSet::from_path(p, &llm, &SftOptions { packing: false, ..options.clone() }))
+        .map(|p| {
+            SftSet::from_path(
+                p,
+                &llm,
+                &SftOptions {
+                    packing: false,
+                    ..options.clone()
+                },
+            )
+        })
         .transpose()?;
     let base = LoraConfig::default();
     let lora = LoraConfig {
@@ -405,5 +414,13 @@ fn generate(a: GenerateArgs) -> Result<TrainOutcome> {
         options.max_length,
         a.run.output.display()
     );
-    train_generator(&mut llm, &data, dev.as_ref(), &lora, &config, &a.run.output, a.run.resume)
+    train_generator(
+        &mut llm,
+        &data,
+        dev.as_ref(),
+        &lora,
+        &config,
+        &a.run.output,
+        a.run.resume,
+    )
 }

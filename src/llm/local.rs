@@ -167,9 +167,15 @@ impl LocalLlm {
         &self.tokenizer
     }
 
-    /// How the model was named when loaded (`local:` spec without the prefix).
+    /// How the model was named when loaded (`local:` spec without the prefix), and with which
+    /// adapter.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Renames the model (the name keys cached answers: a tuned model must not share its base's).
+    pub fn set_name(&mut self, name: String) {
+        self.name = name;
     }
 
     /// The network (training reads it; [`model_mut`](Self::model_mut) adds adapters).

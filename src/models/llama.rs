@@ -126,6 +126,10 @@ impl KvCache {
         self.len
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     /// Keeps only the given batch rows (finished sequences leave the batch).
     pub fn retain_rows(&mut self, rows: &Tensor) -> Result<()> {
         for (k, v) in &mut self.layers {
@@ -474,15 +478,8 @@ impl Llama {
         let eps = self.cfg.rms_eps;
         for block in &self.blocks {
             let h = rms_norm_train(&x, &block.attn_norm, eps)?;
-            let attn = self.attention_train(
-                block,
-                &h,
-                &cos,
-                &sin,
-                &mask,
-                segments,
-                rng.as_deref_mut(),
-            )?;
+            let attn =
+                self.attention_train(block, &h, &cos, &sin, &mask, segments, rng.as_deref_mut())?;
             x = (x + attn)?;
             let h = rms_norm_train(&x, &block.ffn_norm, eps)?;
             let gate = block.gate().forward_train(&h, rng.as_deref_mut())?;
@@ -564,8 +561,16 @@ impl Llama {
             }
         };
         let q = heads_of(block.q().forward_train(x, rng.as_deref_mut())?, heads, true)?;
-        let k = heads_of(block.k().forward_train(x, rng.as_deref_mut())?, kv_heads, true)?;
-        let v = heads_of(block.v().forward_train(x, rng.as_deref_mut())?, kv_heads, false)?;
+        let k = heads_of(
+            block.k().forward_train(x, rng.as_deref_mut())?,
+            kv_heads,
+            true,
+        )?;
+        let v = heads_of(
+            block.v().forward_train(x, rng.as_deref_mut())?,
+            kv_heads,
+            false,
+        )?;
         let out = if super::train_attention::supported(x) {
             let qkv = Tensor::cat(
                 &[
@@ -579,15 +584,22 @@ impl Llama {
         } else {
             let groups = heads / kv_heads;
             // Grouped-query attention: the query heads sharing a key head stacked as extra rows.
-            let q = q.transpose(1, 2)?.contiguous()?.reshape((b, kv_heads, groups * s, hd))?;
+            let q = q
+                .transpose(1, 2)?
+                .contiguous()?
+                .reshape((b, kv_heads, groups * s, hd))?;
             let k = k.transpose(1, 2)?.contiguous()?;
             let v = v.transpose(1, 2)?.contiguous()?;
             let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
             let scores = scores
                 .reshape((b, kv_heads, groups, s, s))?
                 .broadcast_add(mask)?;
-            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?
-                .reshape((b, kv_heads, groups * s, s))?;
+            let probs = candle_nn::ops::softmax(&scores, D::Minus1)?.reshape((
+                b,
+                kv_heads,
+                groups * s,
+                s,
+            ))?;
             probs
                 .matmul(&v)?
                 .reshape((b, heads, s, hd))?

@@ -437,7 +437,16 @@ mod tests {
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap()
     }
 
     /// The frozen matmul gives candle's product and input gradient, for f32 and quantized
@@ -456,9 +465,22 @@ mod tests {
             let ours = frozen_matmul(x.as_tensor(), &base).unwrap();
             let want = x.as_tensor().matmul(&dense.t().unwrap()).unwrap();
             assert!(max_diff(&ours, &want) < 1e-5);
-            let g_ours = (ours * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-            let g_want = (want * &probe).unwrap().sum_all().unwrap().backward().unwrap();
-            let (a, b) = (g_ours.get(x.as_tensor()).unwrap(), g_want.get(x.as_tensor()).unwrap());
+            let g_ours = (ours * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g_want = (want * &probe)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let (a, b) = (
+                g_ours.get(x.as_tensor()).unwrap(),
+                g_want.get(x.as_tensor()).unwrap(),
+            );
             assert!(max_diff(a, b) < 1e-5, "{:?}", base.quantization());
             assert!(g_ours.get(&dense).is_none());
         }
@@ -478,7 +500,10 @@ mod tests {
             target_modules: vec!["all-linear".into(), "q_proj".into()],
             ..Default::default()
         };
-        assert_eq!(c.targets().unwrap(), LLAMA_LINEARS.map(String::from).to_vec());
+        assert_eq!(
+            c.targets().unwrap(),
+            LLAMA_LINEARS.map(String::from).to_vec()
+        );
         let bad = LoraConfig {
             target_modules: vec!["qkv".into()],
             ..Default::default()

@@ -97,7 +97,11 @@ impl Dims {
     ) -> Result<Self> {
         let (batch, len, width) = qkv.dims3()?;
         let units = heads + 2 * kv_heads;
-        if heads == 0 || kv_heads == 0 || heads % kv_heads != 0 || width % units != 0 {
+        if heads == 0
+            || kv_heads == 0
+            || !heads.is_multiple_of(kv_heads)
+            || !width.is_multiple_of(units)
+        {
             candle_core::bail!(
                 "self-attention: qkv {:?} does not split into {heads} query and {kv_heads} key/value heads",
                 qkv.shape()

@@ -499,7 +499,8 @@ impl CustomOp2 for RmsNorm {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dim = w.elem_count();
         let rows = x.elem_count() / dim.max(1);
-        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &RmsNormBackward { eps: self.eps })?;
+        let packed =
+            x.apply_op3_no_bwd(w, &grad.contiguous()?, &RmsNormBackward { eps: self.eps })?;
         let dx = packed.narrow(0, 0, rows * dim)?.reshape(x.shape())?;
         let dw = packed.narrow(0, rows * dim, dim)?.reshape(w.shape())?;
         Ok((Some(dx), Some(dw)))
@@ -599,7 +600,11 @@ impl CustomOp2 for SwiGlu {
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         if l1.shape() != l2.shape() {
-            candle_core::bail!("swiglu: gate {:?} and up {:?} differ", l1.shape(), l2.shape());
+            candle_core::bail!(
+                "swiglu: gate {:?} and up {:?} differ",
+                l1.shape(),
+                l2.shape()
+            );
         }
         by_dtype!(s1, self.name(), T => {
             let a = contiguous::<T>(s1, l1, self.name())?;
@@ -705,12 +710,19 @@ impl Rope {
             .zip(x.par_chunks(heads * d))
             .enumerate()
             .for_each(|(p, (o, x))| {
-                let (c, s) = (&cos[p * half..(p + 1) * half], &sin[p * half..(p + 1) * half]);
+                let (c, s) = (
+                    &cos[p * half..(p + 1) * half],
+                    &sin[p * half..(p + 1) * half],
+                );
                 for h in 0..heads {
                     let (o, x) = (&mut o[h * d..(h + 1) * d], &x[h * d..(h + 1) * d]);
                     for i in 0..half {
                         let sn = if self.inverse { -s[i] } else { s[i] };
-                        let (a, b) = if self.interleaved { (2 * i, 2 * i + 1) } else { (i, i + half) };
+                        let (a, b) = if self.interleaved {
+                            (2 * i, 2 * i + 1)
+                        } else {
+                            (i, i + half)
+                        };
                         o[a] = x[a] * c[i] - x[b] * sn;
                         o[b] = x[a] * sn + x[b] * c[i];
                     }
@@ -765,6 +777,10 @@ impl CustomOp3 for Rope {
             interleaved: self.interleaved,
             inverse: !self.inverse,
         };
-        Ok((Some(grad.contiguous()?.apply_op3_no_bwd(cos, sin, &back)?), None, None))
+        Ok((
+            Some(grad.contiguous()?.apply_op3_no_bwd(cos, sin, &back)?),
+            None,
+            None,
+        ))
     }
 }

@@ -52,6 +52,27 @@ pub struct RerankEval(pub Arc<RerankReport>);
 pub enum Trained {
     Encoder(Encoder),
     Reranker(Reranker),
+    Generator(Llm),
+}
+
+impl Trained {
+    /// What was trained, for messages.
+    pub fn what(&self) -> &'static str {
+        match self {
+            Trained::Encoder(_) => "an encoder",
+            Trained::Reranker(_) => "a reranker",
+            Trained::Generator(_) => "a generator",
+        }
+    }
+
+    /// The TrainRun property that holds it.
+    pub fn getter(&self) -> &'static str {
+        match self {
+            Trained::Encoder(_) => "encoder",
+            Trained::Reranker(_) => "reranker",
+            Trained::Generator(_) => "llm",
+        }
+    }
 }
 
 /// A finished training run: what it reports, and the trained model.

@@ -281,10 +281,7 @@ pub fn kill_resume_matches_whole_run_of(
     assert!(outcome["resumed_from"].as_u64().unwrap() >= kill_after as u64);
 
     let load = |p: &Path| candle_core::safetensors::load(p, &Device::Cpu).unwrap();
-    let (a, b) = (
-        load(&whole.join(weights)),
-        load(&killed.join(weights)),
-    );
+    let (a, b) = (load(&whole.join(weights)), load(&killed.join(weights)));
     assert_eq!(a.len(), b.len());
     for (name, t) in &a {
         assert_eq!(

