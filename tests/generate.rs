@@ -486,10 +486,87 @@ fn train_generate_learns_and_resumes_after_a_kill_to_identical_adapters() {
     );
     assert!(whole.join("best/adapter_config.json").is_file());
     assert!(whole.join("README.md").is_file() && whole.join("training.html").is_file());
-    // The saved adapter loads and generates.
+    // The saved adapter loads, and `ragtune merge` folds it into a Hugging Face folder that
+    // computes the same.
     let mut llm = tiny();
     llm.load_adapter(&whole, true).unwrap();
-    assert_eq!(logits(&llm, &[1, 2, 3]).len(), 300);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ragtune"))
+        .args([
+            "merge",
+            "--model",
+            &model,
+            "--adapter",
+            whole.to_str().unwrap(),
+            "--output",
+        ])
+        .arg(dir.join("merged"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let merged = LocalLlm::load(
+        dir.join("merged").to_str().unwrap(),
+        &LocalOptions {
+            q8_decode: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ids = [5u32, 9, 17, 4];
+    assert!(max_diff(&logits(&merged, &ids), &logits(&llm, &ids)) < 1e-4);
+}
+
+/// A GGUF model (q/k rows in GGUF's order, tied embeddings) with adapters, saved merged as a
+/// Hugging Face folder and loaded back through the safetensors path: the same logits.
+#[test]
+fn smollm2_merged_into_a_hugging_face_folder_computes_the_adapter_model() {
+    if common::skip_unless(
+        common::smollm2_seeded(),
+        "SmolLM2-135M-Instruct (scripts/seed-models.sh)",
+    ) {
+        return;
+    }
+    let mut llm = LocalLlm::load(
+        common::SMOLLM2,
+        &LocalOptions {
+            q8_decode: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    llm.model_mut()
+        .add_lora(&LoraConfig {
+            target_modules: vec!["all-linear".into()],
+            seed: 3,
+            init_lora_weights: false,
+            ..Default::default()
+        })
+        .unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    llm.save_merged(tmp.path()).unwrap();
+    let back = LocalLlm::load(
+        tmp.path().to_str().unwrap(),
+        &LocalOptions {
+            q8_decode: false,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let ids = llm.encode("The capital of France is").unwrap();
+    assert_eq!(
+        back.encode("The capital of France is").unwrap(),
+        ids,
+        "the saved tokenizer"
+    );
+    let d = max_diff(&logits(&back, &ids), &logits(&llm, &ids));
+    assert!(d < 1e-3, "{d}");
+    let config: Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["tie_word_embeddings"], true);
+    assert_eq!(config["num_key_value_heads"], 3);
 }
 
 /// QLoRA: the base stays in its GGUF blocks (a fraction of the memory) and computes what the

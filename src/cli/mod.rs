@@ -53,6 +53,8 @@ enum Command {
     Synth(synth::SynthCommand),
     /// Serve a local model as an OpenAI-compatible API.
     Serve(serve::ServeArgs),
+    /// Fold a LoRA adapter into its base and save a Hugging Face model folder.
+    Merge(serve::MergeArgs),
     /// An interactive session (the same language and bindings as recipes).
     Repl(repl::ReplArgs),
     /// The Jupyter kernel, or `kernel install` to register it with Jupyter.
@@ -71,6 +73,7 @@ pub fn main() -> Result<()> {
         Command::Chunk(args) => chunk::run(args),
         Command::Synth(cmd) => synth::run(cmd),
         Command::Serve(args) => serve::run(args),
+        Command::Merge(args) => serve::merge(args),
         Command::Repl(args) => repl::run(args),
         Command::Kernel(args) => kernel::run(args),
     }

@@ -70,3 +70,38 @@ pub fn run(args: ServeArgs) -> Result<()> {
     server.wait();
     Ok(())
 }
+
+#[derive(Args)]
+pub struct MergeArgs {
+    /// Base model: a GGUF file, `owner/repo/file.gguf` in the hub cache, or a Hugging Face folder
+    /// (the `local:` prefix is optional).
+    #[arg(long)]
+    model: String,
+    /// The PEFT LoRA adapter folder (e.g. from `train generate`).
+    #[arg(long)]
+    adapter: PathBuf,
+    /// Where the merged model goes (config.json, model.safetensors, tokenizer files).
+    #[arg(long)]
+    output: PathBuf,
+}
+
+/// `ragtune merge`: base + adapter → one Hugging Face safetensors folder.
+pub fn merge(args: MergeArgs) -> Result<()> {
+    let id = args.model.strip_prefix("local:").unwrap_or(&args.model);
+    let model = LocalLlm::load(
+        id,
+        &LocalOptions {
+            q8_decode: false,
+            adapter: Some(args.adapter.clone()),
+            ..Default::default()
+        },
+    )?;
+    model.save_merged(&args.output)?;
+    eprintln!(
+        "merged {} into {} (a LlamaForCausalLM folder: AutoModelForCausalLM.from_pretrained or --llm local:{})",
+        args.adapter.display(),
+        args.output.display(),
+        args.output.display()
+    );
+    Ok(())
+}

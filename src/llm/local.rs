@@ -82,6 +82,9 @@ pub struct LocalLlm {
     model: Llama,
     tokenizer: Tokenizer,
     template: Option<ChatTemplate>,
+    /// The template's source and BOS text, for saving.
+    template_source: Option<String>,
+    bos: Option<String>,
     eos: Vec<u32>,
     /// The tokenizer's end-of-sequence token (what fine-tuning appends to plain text).
     eos_token: Option<u32>,
@@ -152,6 +155,8 @@ impl LocalLlm {
             )?,
             tokenizer: parts.tokenizer,
             template,
+            template_source: parts.chat_template.clone(),
+            bos: parts.bos.clone(),
             eos,
             eos_token,
             options: options.clone(),
@@ -199,6 +204,65 @@ impl LocalLlm {
     /// Token ids that end an answer (end of text and end of turn).
     pub fn eos(&self) -> &[u32] {
         &self.eos
+    }
+
+    /// Writes the model, adapters folded in, as a Hugging Face `LlamaForCausalLM` folder
+    /// (`config.json`, `model.safetensors` in f32, `tokenizer.json`, `tokenizer_config.json` with
+    /// the chat template), which transformers and ragtune load as any checkpoint.
+    pub fn save_merged(&self, dir: &Path) -> Result<()> {
+        use serde_json::json;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let cfg = self.model.config();
+        let has_bias = self.model.linears().any(|(_, _, l)| l.bias().is_some());
+        let token = |id: Option<u32>| id.and_then(|i| self.tokenizer.id_to_token(i));
+        let bos_id = self
+            .bos
+            .as_deref()
+            .and_then(|b| self.tokenizer.token_to_id(b));
+        let write = |name: &str, v: &serde_json::Value| -> Result<()> {
+            std::fs::write(dir.join(name), serde_json::to_string_pretty(v)? + "\n")
+                .with_context(|| format!("writing {}", dir.join(name).display()))
+        };
+        write(
+            "config.json",
+            &json!({
+                "architectures": [if has_bias { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" }],
+                "model_type": if has_bias { "qwen2" } else { "llama" },
+                "vocab_size": cfg.vocab_size,
+                "hidden_size": cfg.hidden,
+                "intermediate_size": cfg.intermediate,
+                "num_hidden_layers": cfg.layers,
+                "num_attention_heads": cfg.heads,
+                "num_key_value_heads": cfg.kv_heads,
+                "head_dim": cfg.head_dim(),
+                "hidden_act": "silu",
+                "max_position_embeddings": cfg.max_positions,
+                "rms_norm_eps": cfg.rms_eps,
+                "rope_theta": cfg.rope_theta,
+                "tie_word_embeddings": self.model.tied_embeddings(),
+                "attention_bias": has_bias,
+                "bos_token_id": bos_id,
+                "eos_token_id": self.eos_token,
+                "torch_dtype": "float32",
+            }),
+        )?;
+        crate::models::save::write_safetensors(
+            &self.model.hf_tensors()?,
+            &dir.join("model.safetensors"),
+        )?;
+        self.tokenizer
+            .save(dir.join("tokenizer.json"), true)
+            .map_err(|e| anyhow::anyhow!("writing tokenizer.json: {e}"))?;
+        write(
+            "tokenizer_config.json",
+            &json!({
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "chat_template": self.template_source,
+                "bos_token": self.bos,
+                "eos_token": token(self.eos_token),
+                "pad_token": token(self.eos_token),
+            }),
+        )
     }
 
     /// Loads a PEFT LoRA adapter folder onto the model and, with `merge`, folds it into the

@@ -109,6 +109,8 @@ pub struct Llama {
     blocks: Vec<Block>,
     norm: Tensor,
     lm_head: LoraLinear,
+    /// The output projection is the embedding matrix.
+    tied: bool,
     /// Inverse frequencies of the rotary embedding, (head_dim / 2).
     inv_freq: Vec<f32>,
     device: Device,
@@ -199,6 +201,8 @@ impl Llama {
         }
         let norm = take(&mut weights, "output_norm.weight", &[h], device)?;
         // Small models tie the output projection to the embedding.
+        let tied =
+            !weights.contains_key("output.weight") && !quantized.contains_key("output.weight");
         let head = match (
             weights.remove("output.weight"),
             quantized.remove("output.weight"),
@@ -217,6 +221,7 @@ impl Llama {
             blocks,
             norm,
             lm_head,
+            tied,
             inv_freq,
             device: device.clone(),
         })
@@ -275,6 +280,62 @@ impl Llama {
             l.unmerge()?;
         }
         Ok(())
+    }
+
+    /// Every weight under its Hugging Face name (`model.layers.0.self_attn.q_proj.weight`, …) in
+    /// f32, adapters folded in, q/k rows in Hugging Face's order: a `LlamaForCausalLM` checkpoint.
+    pub fn hf_tensors(&self) -> Result<HashMap<String, Tensor>> {
+        let cfg = &self.cfg;
+        let mut out = HashMap::new();
+        out.insert("model.embed_tokens.weight".to_string(), self.embed.clone());
+        out.insert("model.norm.weight".to_string(), self.norm.clone());
+        if !self.tied {
+            out.insert(
+                "lm_head.weight".to_string(),
+                self.lm_head.effective_weight()?,
+            );
+        }
+        for (i, block) in self.blocks.iter().enumerate() {
+            let p = format!("model.layers.{i}");
+            out.insert(
+                format!("{p}.input_layernorm.weight"),
+                block.attn_norm.clone(),
+            );
+            out.insert(
+                format!("{p}.post_attention_layernorm.weight"),
+                block.ffn_norm.clone(),
+            );
+            for (name, linear) in LLAMA_LINEARS.iter().zip(&block.linears) {
+                let module = super::peft::module_path(i, name);
+                let heads = match *name {
+                    "q_proj" if cfg.rope_interleaved => Some(cfg.heads),
+                    "k_proj" if cfg.rope_interleaved => Some(cfg.kv_heads),
+                    _ => None,
+                };
+                let rows = |t: Tensor| -> Result<Tensor> {
+                    Ok(match heads {
+                        Some(h) => {
+                            let idx = Tensor::new(rope_rows(h, cfg.head_dim(), true), t.device())?;
+                            t.index_select(&idx, 0)?
+                        }
+                        None => t,
+                    })
+                };
+                out.insert(
+                    format!("{module}.weight"),
+                    rows(linear.effective_weight()?)?,
+                );
+                if let Some(b) = linear.bias() {
+                    out.insert(format!("{module}.bias"), rows(b.clone())?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the output projection is the embedding matrix.
+    pub fn tied_embeddings(&self) -> bool {
+        self.tied
     }
 
     /// Bytes held by the frozen linear weights (quantized ones at their block size).
@@ -610,6 +671,27 @@ impl Llama {
     }
 }
 
+/// Row order of q_proj / k_proj outputs: `to_hf[r]` is the GGUF row holding Hugging Face row `r`
+/// (`heads` heads of `head_dim`); `to_gguf` the inverse.
+pub fn rope_rows(heads: usize, head_dim: usize, to_hf: bool) -> Vec<u32> {
+    let half = head_dim / 2;
+    let mut idx = vec![0u32; heads * head_dim];
+    for h in 0..heads {
+        for t in 0..2 {
+            for j in 0..half {
+                let hf = h * head_dim + t * half + j;
+                let gguf = h * head_dim + j * 2 + t;
+                if to_hf {
+                    idx[hf] = gguf as u32;
+                } else {
+                    idx[gguf] = hf as u32;
+                }
+            }
+        }
+    }
+    idx
+}
+
 /// RMSNorm with a backward pass (a fused CPU kernel, composed ops elsewhere).
 fn rms_norm_train(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     Ok(super::train_ops::rms_norm(x, w, eps)?)
@@ -641,6 +723,20 @@ fn rope_train(x: &Tensor, cos: &Tensor, sin: &Tensor, interleaved: bool) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rope_row_orders_are_inverse_and_match_llama_cpp() {
+        // llama.cpp: w.reshape(heads, 2, hd/2, …).swapaxes(1, 2): GGUF row (h, j, t) is HF row (h, t, j).
+        let to_hf = rope_rows(2, 8, true);
+        let to_gguf = rope_rows(2, 8, false);
+        for r in 0..16 {
+            assert_eq!(to_gguf[to_hf[r] as usize] as usize, r);
+        }
+        // HF row 1 (head 0, first half, j=1) sits at GGUF row 2; HF row 4 (second half, j=0) at 1.
+        assert_eq!(to_hf[1], 2);
+        assert_eq!(to_hf[4], 1);
+        assert_eq!(to_hf[8 + 5], 8 + 3);
+    }
 
     fn random_model(interleaved: bool, seed: u64) -> Llama {
         let cfg = LlamaConfig {

@@ -259,6 +259,18 @@ impl LoraLinear {
         self.merged
     }
 
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
+    }
+
+    /// The weight the layer applies, `[out, in]` in f32: the base with the adapter folded in.
+    pub fn effective_weight(&self) -> Result<Tensor> {
+        match (&self.adapter, self.merged) {
+            (Some(a), false) => Ok((self.base.dense()? + Self::delta(a)?)?),
+            _ => self.base.dense(),
+        }
+    }
+
     /// Adds a fresh adapter: `A` from PyTorch's `kaiming_uniform_(a=√5)` (uniform in
     /// ±1/√in) drawn from `rng`, `B` zero (or, without `init_lora_weights`, uniform in ±1/√r).
     pub fn add_adapter(&mut self, config: &LoraConfig, rng: &mut Rng) -> Result<&Adapter> {

@@ -17,7 +17,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use serde_json::json;
 
-use super::llama::Llama;
+use super::llama::{rope_rows, Llama};
 use super::lora::LoraConfig;
 use super::save::{write_json, write_safetensors};
 
@@ -39,27 +39,6 @@ fn key(layer: usize, name: &str, matrix: &str) -> String {
         "base_model.model.{}.{matrix}.weight",
         module_path(layer, name)
     )
-}
-
-/// Row order of q_proj / k_proj outputs: `to_hf[r]` is the GGUF row holding Hugging Face row `r`
-/// (`heads` heads of `head_dim`); `to_gguf` the inverse.
-fn rope_rows(heads: usize, head_dim: usize, to_hf: bool) -> Vec<u32> {
-    let half = head_dim / 2;
-    let mut idx = vec![0u32; heads * head_dim];
-    for h in 0..heads {
-        for t in 0..2 {
-            for j in 0..half {
-                let hf = h * head_dim + t * half + j;
-                let gguf = h * head_dim + j * 2 + t;
-                if to_hf {
-                    idx[hf] = gguf as u32;
-                } else {
-                    idx[gguf] = hf as u32;
-                }
-            }
-        }
-    }
-    idx
 }
 
 /// `b`'s rows reordered for module `name` of `model` (identity unless q/k of a GGUF layout).
@@ -247,20 +226,6 @@ pub fn load_adapter(model: &mut Llama, dir: &Path) -> Result<(LoraConfig, String
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rope_row_orders_are_inverse_and_match_llama_cpp() {
-        // llama.cpp: w.reshape(heads, 2, hd/2, …).swapaxes(1, 2): GGUF row (h, j, t) is HF row (h, t, j).
-        let to_hf = rope_rows(2, 8, true);
-        let to_gguf = rope_rows(2, 8, false);
-        for r in 0..16 {
-            assert_eq!(to_gguf[to_hf[r] as usize] as usize, r);
-        }
-        // HF row 1 (head 0, first half, j=1) sits at GGUF row 2; HF row 4 (second half, j=0) at 1.
-        assert_eq!(to_hf[1], 2);
-        assert_eq!(to_hf[4], 1);
-        assert_eq!(to_hf[8 + 5], 8 + 3);
-    }
 
     #[test]
     fn module_paths_are_peft_keys() {

@@ -26,6 +26,9 @@ pub struct StepOutput {
     /// averages gradients and losses with these weights): 1 for losses that are means over a
     /// batch of rows; a token count for losses that are means over tokens.
     pub weight: f64,
+    /// Tokens the micro-batch ran through the model, for the progress bar's tokens/s (0 where
+    /// a stage does not count them).
+    pub tokens: usize,
 }
 
 /// A model kind's side of training.

@@ -166,7 +166,7 @@ impl Fit<'_> {
             let micro = &plan[step * config.gradient_accumulation_steps
                 ..((step + 1) * config.gradient_accumulation_steps).min(plan.len())];
             let mut grads = Grads(vec![None; params.len()]);
-            let (mut loss_sum, mut weight_sum) = (0.0, 0.0);
+            let (mut loss_sum, mut weight_sum, mut tokens) = (0.0, 0.0, 0);
             for (_, rows) in micro {
                 let out = task
                     .step(&params, rows, step)
@@ -182,6 +182,7 @@ impl Fit<'_> {
                 if out.weight != 1.0 {
                     g.scale(out.weight)?;
                 }
+                tokens += out.tokens;
                 loss_sum += out.loss * out.weight;
                 weight_sum += out.weight;
                 grads.accumulate(g)?;
@@ -193,7 +194,8 @@ impl Fit<'_> {
             let lr = schedule.lr_at(step);
             optimizer.step(&grads, lr)?;
             let step_loss = loss_sum / weight_sum.max(f64::MIN_POSITIVE);
-            seconds += began.elapsed().as_secs_f64();
+            let took = began.elapsed().as_secs_f64();
+            seconds += took;
             log.push(LogEntry::Loss {
                 step: step + 1,
                 epoch: micro[0].0,
@@ -202,7 +204,14 @@ impl Fit<'_> {
                 grad_norm,
                 seconds,
             })?;
-            progress.set_message(format!("loss {step_loss:.4} lr {lr:.2e}"));
+            progress.set_message(if tokens > 0 {
+                format!(
+                    "loss {step_loss:.4} lr {lr:.2e} {:.0} tokens/s",
+                    tokens as f64 / took.max(1e-9)
+                )
+            } else {
+                format!("loss {step_loss:.4} lr {lr:.2e}")
+            });
             progress.inc(1);
 
             let done = step + 1;

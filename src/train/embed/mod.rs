@@ -88,6 +88,7 @@ impl TrainTask for EmbedTask<'_> {
             loss,
             grads,
             weight: 1.0,
+            tokens: 0,
         })
     }
 

@@ -187,12 +187,18 @@ impl TrainTask for GenerateTask<'_> {
                 ^ (rows.first().copied().unwrap_or(0) as u64).wrapping_mul(0xA24B_AED4_963E_E407),
         );
         let (nll, n) = self.nll(self.data, rows, Some(&mut rng))?;
+        let tokens = rows
+            .iter()
+            .flat_map(|&r| &self.data.rows[r])
+            .map(|&e| self.data.examples[e].ids.len())
+            .sum();
         let loss = (nll / n as f64)?;
         let grads = loss.backward().context("back-propagating the loss")?;
         Ok(StepOutput {
             loss: loss.to_dtype(DType::F64)?.to_scalar::<f64>()?,
             grads: Grads::from_store(params, &grads),
             weight: n as f64,
+            tokens,
         })
     }
 

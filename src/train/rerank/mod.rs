@@ -155,6 +155,7 @@ impl TrainTask for RerankTask<'_> {
             loss,
             grads,
             weight: 1.0,
+            tokens: 0,
         })
     }
 
