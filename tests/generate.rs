@@ -601,3 +601,120 @@ fn a_quantized_base_keeps_its_blocks_and_the_dense_logits() {
     // Q4_1 holds 32 weights in 20 bytes (some tensors of this file are Q8_0 or f32).
     assert!(fq * 4 < fd, "quantized {fq} bytes against {fd}");
 }
+
+/// Packing puts several examples in a row, each attending only within itself: the summed loss
+/// and the label count are those of the unpacked rows.
+#[test]
+fn packed_rows_give_the_loss_of_separate_rows() {
+    let mut llm = tiny();
+    llm.model_mut().add_lora(&all_linear(2, 0.0)).unwrap();
+    let rows = records(&[chat("a", "bb"), chat("c", "d"), chat("e", "fff")]);
+    let plain = SftSet::from_records(rows.clone(), &llm, &SftOptions::default(), "t").unwrap();
+    let packed = SftSet::from_records(
+        rows,
+        &llm,
+        &SftOptions {
+            packing: true,
+            max_length: 120,
+            ..Default::default()
+        },
+        "t",
+    )
+    .unwrap();
+    assert!(packed.len() < plain.len(), "{} packed rows", packed.len());
+    let task = GenerateTask::new(&llm, &plain, None, all_linear(2, 0.0), 1).unwrap();
+    let total = |set: &SftSet| {
+        let rows: Vec<usize> = (0..set.len()).collect();
+        let (nll, n) = task.nll(set, &rows, None).unwrap();
+        (nll.to_scalar::<f32>().unwrap(), n)
+    };
+    let ((a, na), (b, nb)) = (total(&plain), total(&packed));
+    assert_eq!(na, nb);
+    assert!((a - b).abs() < 1e-4 * a.abs(), "{a} vs {b}");
+}
+
+/// Under gradient accumulation the loss is the mean over every label token of the accumulated
+/// batch (not a mean of per-micro-batch means): one step of batch 2 and one step of two
+/// accumulated batches of 1 reach the same adapter, with rows of very different answer lengths.
+#[test]
+fn accumulated_micro_batches_average_over_all_label_tokens() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    write_jsonl(
+        &dir.join("train.jsonl"),
+        &[
+            chat(
+                "Count",
+                "One two three four five six seven eight nine ten eleven twelve.",
+            ),
+            chat("Say hi", "Hi."),
+        ],
+    );
+    let model = common::tiny_llama_dir().display().to_string();
+    let run = |name: &str, batch: &str, accum: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_ragtune"))
+            .args(["train", "generate", "--model", &model, "--data"])
+            .arg(dir.join("train.jsonl"))
+            .args([
+                "--lora-r",
+                "4",
+                "--lora-dropout",
+                "0",
+                "--target-modules",
+                "all-linear",
+            ])
+            .args([
+                "--batch-size",
+                batch,
+                "--grad-accum",
+                accum,
+                "--max-steps",
+                "1",
+                "--lr",
+                "1e-2",
+            ])
+            .args(["--warmup-ratio", "0", "--output"])
+            .arg(dir.join(name))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        candle_core::safetensors::load(
+            dir.join(name).join("adapter_model.safetensors"),
+            &Device::Cpu,
+        )
+        .unwrap()
+    };
+    let (whole, accumulated) = (run("whole", "2", "1"), run("accum", "1", "2"));
+    // The step's loss and gradient norm (before clipping) are those of the token mean; a mean of
+    // the two micro-batches' means would weigh the one-word answer like the long one.
+    let logged = |name: &str| -> (f64, f64) {
+        let log = std::fs::read_to_string(dir.join(name).join("train_log.jsonl")).unwrap();
+        let v: Value = log
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .find(|v| v["kind"] == "loss")
+            .unwrap();
+        (
+            v["loss"].as_f64().unwrap(),
+            v["grad_norm"].as_f64().unwrap(),
+        )
+    };
+    let ((l1, g1), (l2, g2)) = (logged("whole"), logged("accum"));
+    assert!((l1 - l2).abs() < 1e-5 * l1, "loss {l1} vs {l2}");
+    assert!((g1 - g2).abs() < 1e-4 * g1, "gradient norm {g1} vs {g2}");
+    for (name, t) in &whole {
+        let d = max_diff(
+            &t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            &accumulated[name]
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+        );
+        assert!(d < 1e-4, "{name}: {d}");
+    }
+}

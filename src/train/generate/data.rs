@@ -133,6 +133,16 @@ impl SftSet {
         if options.max_length < 2 {
             bail!("max_length must be at least 2 tokens");
         }
+        let context = llm.config().max_positions;
+        let mut options = options.clone();
+        if options.max_length > context {
+            eprintln!(
+                "note: max_length {} exceeds the model's context of {context} tokens; using {context}",
+                options.max_length
+            );
+            options.max_length = context;
+        }
+        let options = &options;
         let Some((_, first)) = records.first() else {
             bail!("{origin}: no examples");
         };
