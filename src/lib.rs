@@ -15,6 +15,7 @@ pub mod llm;
 pub mod mine;
 pub mod models;
 pub mod progress;
+pub mod raft;
 pub mod render;
 pub mod repl;
 pub mod rng;

@@ -2,6 +2,7 @@
 //! (a retriever's candidates reordered by a cross-encoder). Evaluators take a model and a dataset
 //! and return a report; they never train or mutate either.
 
+pub mod grounded;
 pub mod metrics;
 pub mod rerank;
 pub mod retrieval;

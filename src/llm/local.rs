@@ -332,6 +332,53 @@ impl LocalLlm {
             .to_vec1()?)
     }
 
+    /// The log-probability of each of `options` as the continuation of `prefix` (summed over its
+    /// tokens): the prefix runs once, each option on top of it. Forced-choice evaluation picks the
+    /// option with the highest.
+    pub fn continuation_logprobs(&self, prefix: &[u32], options: &[Vec<u32>]) -> Result<Vec<f64>> {
+        if prefix.is_empty() {
+            bail!("the prefix is empty");
+        }
+        let longest = options.iter().map(Vec::len).max().unwrap_or(0);
+        let device = self.model.device();
+        let mut cache = self.model.new_cache(1, prefix.len() + longest)?;
+        let first = self
+            .model
+            .forward(
+                &Tensor::new(prefix, device)?.unsqueeze(0)?,
+                &[0],
+                &mut cache,
+            )?
+            .squeeze(0)?;
+        let first = candle_nn::ops::log_softmax(&first, 0)?.to_vec1::<f32>()?;
+        let mut out = Vec::with_capacity(options.len());
+        for option in options {
+            let Some(&head) = option.first() else {
+                bail!("an empty option");
+            };
+            let mut total = first[head as usize] as f64;
+            if option.len() > 1 {
+                cache.truncate(prefix.len());
+                let rest = &option[..option.len() - 1];
+                let logits = self
+                    .model
+                    .forward_tail(
+                        &Tensor::new(rest, device)?.unsqueeze(0)?,
+                        &[0],
+                        &mut cache,
+                        rest.len(),
+                    )?
+                    .squeeze(0)?;
+                let logp = candle_nn::ops::log_softmax(&logits, 1)?.to_vec2::<f32>()?;
+                for (row, &t) in logp.iter().zip(&option[1..]) {
+                    total += row[t as usize] as f64;
+                }
+            }
+            out.push(total);
+        }
+        Ok(out)
+    }
+
     /// Continues each text (no chat template).
     pub fn complete(
         &self,

@@ -132,6 +132,11 @@ impl KvCache {
         self.len == 0
     }
 
+    /// Forgets every position from `len` on (the next forward writes over them).
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Keeps only the given batch rows (finished sequences leave the batch).
     pub fn retain_rows(&mut self, rows: &Tensor) -> Result<()> {
         for (k, v) in &mut self.layers {
@@ -368,7 +373,22 @@ impl Llama {
     /// each row's last position, (batch, vocab). `pads[b]` left-padding positions of row b are
     /// masked out and do not advance its positions.
     pub fn forward(&self, tokens: &Tensor, pads: &[usize], cache: &mut KvCache) -> Result<Tensor> {
+        Ok(self.forward_tail(tokens, pads, cache, 1)?.squeeze(1)?)
+    }
+
+    /// As [`forward`](Self::forward), with the logits of each row's last `tail` positions,
+    /// (batch, tail, vocab) (scoring a continuation needs a logit per token of it).
+    pub fn forward_tail(
+        &self,
+        tokens: &Tensor,
+        pads: &[usize],
+        cache: &mut KvCache,
+        tail: usize,
+    ) -> Result<Tensor> {
         let (b, s) = tokens.dims2()?;
+        if tail == 0 || tail > s {
+            bail!("cannot return the last {tail} of {s} positions");
+        }
         let start = cache.len;
         if start + s > cache.capacity {
             bail!(
@@ -401,8 +421,8 @@ impl Llama {
             x = (x + block.down().forward(&gated, decoding)?)?;
         }
         cache.len = start + s;
-        // Only the last position of each row is needed for the next token.
-        let last = x.i((.., s - 1, ..))?.contiguous()?;
+        // Only the last positions are needed (the last one, for the next token).
+        let last = x.i((.., s - tail.., ..))?.contiguous()?;
         let last = candle_nn::ops::rms_norm(&last, &self.norm, self.cfg.rms_eps as f32)?;
         self.lm_head.forward(&last, decoding)
     }

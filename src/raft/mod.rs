@@ -1,0 +1,575 @@
+//! RAFT training data (Zhang et al. 2024): each example is a question, its oracle document(s)
+//! and `k` distractors — in `oracle_p` of the examples; in the rest the oracle is removed — with
+//! a chain-of-thought answer that quotes its evidence between `##begin_quote##` and
+//! `##end_quote##` before `##Answer:`.
+//!
+//! Unlike the reference scripts, distractors can be the hardest ones (`retrieved`: the top-ranked
+//! documents of a retriever, optionally reranked, that are not a positive of the question, after
+//! skipping the first `skip`), quotes are checked against the example's own context, and where
+//! the oracle is removed a stated policy decides the target (`keep` the oracle's answer, as the
+//! reference does, or `abstain`). Answers come from gold evidence ([`RaftSet::gold_answers`]) or
+//! from a teacher model ([`RaftSet::teacher_answers`]), invented quotes regenerated, then dropped
+//! and counted.
+//!
+//! [`build`] is the stage's one entry point; the CLI and the script bindings call it.
+
+pub mod quotes;
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::llm::{ChatModel, ChatRequest, GenerationParams, Message};
+use crate::rng::Rng;
+use quotes::{QuoteCheck, BEGIN_QUOTE, END_QUOTE};
+
+/// Where distractors come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Distractors {
+    /// Uniformly at random from the corpus (the reference scripts' way).
+    Random,
+    /// The retriever's top-ranked non-positives (hard distractors).
+    #[default]
+    Retrieved,
+    /// `mix_retrieved` of them retrieved, the rest random.
+    Mix,
+}
+
+/// The target of an example whose oracle was removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RemovedOracle {
+    /// The oracle's answer stays (the reference's choice); its quotes are not in the context.
+    #[default]
+    Keep,
+    /// The target says the documents do not settle the question (`abstain_label`).
+    Abstain,
+}
+
+/// How examples are built.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftOptions {
+    /// Distractors per example.
+    pub k: usize,
+    pub distractors: Distractors,
+    /// Retrieved candidates passed over before distractors are taken (likely unlabelled positives).
+    pub skip: usize,
+    /// Share of retrieved distractors with `distractors: mix`.
+    pub mix_retrieved: f64,
+    /// Probability that an example keeps its oracle.
+    pub oracle_p: f64,
+    pub removed_oracle: RemovedOracle,
+    /// The final answer of an abstaining target (SciFact's NOT ENOUGH INFO).
+    pub abstain_label: String,
+    /// The user message: `{documents}` and `{question}` are filled in.
+    pub template: String,
+    /// Each document in the context: `{n}` (1-based position), `{title}`-less text as `{text}`.
+    pub document_template: String,
+    /// A system message before the user's, if any.
+    pub system_prompt: Option<String>,
+    /// Share of the questions (not examples) held out as `dev`.
+    pub dev_share: f64,
+    pub seed: u64,
+}
+
+impl Default for RaftOptions {
+    fn default() -> Self {
+        Self {
+            k: 3,
+            distractors: Distractors::Retrieved,
+            skip: 0,
+            mix_retrieved: 0.5,
+            oracle_p: 0.8,
+            removed_oracle: RemovedOracle::Keep,
+            abstain_label: "NOT ENOUGH INFO".into(),
+            template: "{documents}\n\nQuestion: {question}\n\nAnswer the question from the documents above. \
+                       First explain your reasoning, quoting the sentences you rely on between ##begin_quote## \
+                       and ##end_quote##; then give the final answer after ##Answer:."
+                .into(),
+            document_template: "Document {n}: {text}".into(),
+            system_prompt: None,
+            dev_share: 0.0,
+            seed: 42,
+        }
+    }
+}
+
+impl RaftOptions {
+    pub fn validate(&self) -> Result<()> {
+        if !(0.0..=1.0).contains(&self.oracle_p) || !(0.0..=1.0).contains(&self.mix_retrieved) {
+            bail!("oracle_p and mix_retrieved must be in [0, 1]");
+        }
+        if !(0.0..1.0).contains(&self.dev_share) {
+            bail!("dev_share must be in [0, 1), got {}", self.dev_share);
+        }
+        for key in ["{documents}", "{question}"] {
+            if !self.template.contains(key) {
+                bail!("the RAFT template has no {key}");
+            }
+        }
+        if !self.document_template.contains("{text}") {
+            bail!("the document template has no {{text}}");
+        }
+        Ok(())
+    }
+}
+
+/// One question with what is known about its answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RaftSource {
+    pub id: String,
+    pub question: String,
+    /// The oracle documents (corpus ids); all are positives of the question.
+    pub oracles: Vec<String>,
+    /// Further positives that must never be distractors.
+    #[serde(default)]
+    pub positives: Vec<String>,
+    /// A label answer (SciFact: SUPPORT / CONTRADICT), if any.
+    #[serde(default)]
+    pub label: Option<String>,
+    /// A free-text gold answer, if any.
+    #[serde(default)]
+    pub answer: Option<String>,
+    /// Gold evidence sentences (verbatim from the oracle), if any.
+    #[serde(default)]
+    pub evidence: Vec<String>,
+}
+
+/// One training or evaluation example.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct RaftExample {
+    pub id: String,
+    pub source: String,
+    pub question: String,
+    /// The documents of the context in the order shown, and whether each is an oracle.
+    pub doc_ids: Vec<String>,
+    pub docs: Vec<String>,
+    pub is_oracle: Vec<bool>,
+    pub oracle_present: bool,
+    /// The rendered user message.
+    pub prompt: String,
+    /// The target answer (chain of thought, quotes, `##Answer:`), once made.
+    pub answer: Option<String>,
+    pub label: Option<String>,
+    pub gold_answer: Option<String>,
+    pub evidence: Vec<String>,
+    /// `train` or `dev`.
+    pub split: String,
+    /// Retrieved distractors wanted but missing (too few candidates), filled at random.
+    pub random_fill: usize,
+}
+
+impl RaftExample {
+    /// The documents as the model sees them, for quote checks.
+    pub fn context(&self) -> String {
+        self.docs.join("\n")
+    }
+
+    /// The label the example's target should end with (`abstain_label` where the oracle is
+    /// removed and the policy abstains).
+    pub fn target_label(&self, options: &RaftOptions) -> Option<String> {
+        if !self.oracle_present && options.removed_oracle == RemovedOracle::Abstain {
+            Some(options.abstain_label.clone())
+        } else {
+            self.label.clone().or_else(|| self.gold_answer.clone())
+        }
+    }
+}
+
+/// What building and answering did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct RaftSummary {
+    pub examples: usize,
+    pub with_oracle: usize,
+    pub without_oracle: usize,
+    pub train: usize,
+    pub dev: usize,
+    /// Examples whose retrieved distractors ran short and were filled at random.
+    pub random_filled: usize,
+    /// Teacher answers regenerated for invented quotes or a missing final answer.
+    pub regenerated: usize,
+    /// Examples dropped after the last attempt still failed.
+    pub dropped: usize,
+    /// Targets whose quotes are not in their context (oracle removed under `keep`).
+    pub quotes_outside_context: usize,
+}
+
+/// Examples, the options that made them, and counts.
+#[derive(Clone, Debug)]
+pub struct RaftSet {
+    pub examples: Vec<RaftExample>,
+    pub options: RaftOptions,
+    pub summary: RaftSummary,
+}
+
+/// The output layouts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RaftFormat {
+    /// `{"messages": [system?, user, assistant]}` (what `train generate` reads).
+    #[default]
+    Messages,
+    /// `{"prompt", "completion"}`.
+    PromptCompletion,
+    /// The reference scripts' columns: id, type, question, context, oracle_context, cot_answer,
+    /// instruction.
+    Reference,
+}
+
+fn example_rng(seed: u64, id: &str) -> Rng {
+    let mut h = crate::fingerprint::Fingerprint::default();
+    h.text(id);
+    let digest = h.hex();
+    Rng::new(seed ^ u64::from_str_radix(&digest[..16], 16).unwrap_or(0))
+}
+
+/// Builds one example per source. `corpus` holds (id, text) of every document that may appear;
+/// `ranked[source id]`, the retriever's (or reranker's) ranking for the question, best first, is
+/// needed by the `retrieved` and `mix` strategies.
+pub fn build(
+    sources: &[RaftSource],
+    corpus: &[(String, String)],
+    ranked: Option<&HashMap<String, Vec<String>>>,
+    options: &RaftOptions,
+) -> Result<RaftSet> {
+    options.validate()?;
+    let index: HashMap<&str, usize> = corpus
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (id.as_str(), i))
+        .collect();
+    if options.distractors != Distractors::Random && ranked.is_none() {
+        bail!(
+            "distractors `{:?}` need a retriever's ranking of the corpus for each question",
+            options.distractors
+        );
+    }
+    // Questions held out as dev, by question id.
+    let mut ids: Vec<&str> = sources.iter().map(|s| s.id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut rng = Rng::new(options.seed);
+    rng.shuffle(&mut ids);
+    let dev: HashSet<&str> = ids
+        .iter()
+        .take((ids.len() as f64 * options.dev_share).round() as usize)
+        .copied()
+        .collect();
+
+    let mut examples = Vec::with_capacity(sources.len());
+    let mut summary = RaftSummary::default();
+    for (n, source) in sources.iter().enumerate() {
+        if source.oracles.is_empty() {
+            bail!("question `{}` has no oracle document", source.id);
+        }
+        for id in &source.oracles {
+            if !index.contains_key(id.as_str()) {
+                bail!(
+                    "question `{}`: oracle `{id}` is not in the corpus",
+                    source.id
+                );
+            }
+        }
+        let positives: HashSet<&str> = source
+            .oracles
+            .iter()
+            .chain(&source.positives)
+            .map(String::as_str)
+            .collect();
+        let mut rng = example_rng(options.seed, &format!("{}#{n}", source.id));
+        let want_retrieved = match options.distractors {
+            Distractors::Random => 0,
+            Distractors::Retrieved => options.k,
+            Distractors::Mix => (options.k as f64 * options.mix_retrieved).round() as usize,
+        };
+        let mut chosen: Vec<&str> = vec![];
+        if want_retrieved > 0 {
+            let list = ranked
+                .and_then(|r| r.get(&source.id))
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            chosen.extend(
+                list.iter()
+                    .map(String::as_str)
+                    .filter(|d| !positives.contains(d) && index.contains_key(d))
+                    .skip(options.skip)
+                    .take(want_retrieved),
+            );
+        }
+        let random_fill = want_retrieved - chosen.len();
+        let eligible = corpus.len().saturating_sub(positives.len());
+        while chosen.len() < options.k && chosen.len() < eligible {
+            let d = corpus[rng.below(corpus.len())].0.as_str();
+            if !positives.contains(d) && !chosen.contains(&d) {
+                chosen.push(d);
+            }
+        }
+        if random_fill > 0 {
+            summary.random_filled += 1;
+        }
+        let oracle_present = rng.unit() < options.oracle_p;
+        let mut docs: Vec<(&str, bool)> = chosen.into_iter().map(|d| (d, false)).collect();
+        if oracle_present {
+            docs.extend(source.oracles.iter().map(|d| (d.as_str(), true)));
+        }
+        rng.shuffle(&mut docs);
+        let texts: Vec<String> = docs
+            .iter()
+            .enumerate()
+            .map(|(i, (d, _))| {
+                options
+                    .document_template
+                    .replace("{n}", &(i + 1).to_string())
+                    .replace("{text}", &corpus[index[d]].1)
+            })
+            .collect();
+        let prompt = options
+            .template
+            .replace("{documents}", &texts.join("\n\n"))
+            .replace("{question}", &source.question);
+        let split = if dev.contains(source.id.as_str()) {
+            "dev"
+        } else {
+            "train"
+        };
+        examples.push(RaftExample {
+            id: format!("{}#{n}", source.id),
+            source: source.id.clone(),
+            question: source.question.clone(),
+            doc_ids: docs.iter().map(|(d, _)| d.to_string()).collect(),
+            docs: texts,
+            is_oracle: docs.iter().map(|(_, o)| *o).collect(),
+            oracle_present,
+            prompt,
+            answer: None,
+            label: source.label.clone(),
+            gold_answer: source.answer.clone(),
+            evidence: source.evidence.clone(),
+            split: split.into(),
+            random_fill,
+        });
+    }
+    summary.examples = examples.len();
+    summary.with_oracle = examples.iter().filter(|e| e.oracle_present).count();
+    summary.without_oracle = summary.examples - summary.with_oracle;
+    summary.dev = examples.iter().filter(|e| e.split == "dev").count();
+    summary.train = summary.examples - summary.dev;
+    Ok(RaftSet {
+        examples,
+        options: options.clone(),
+        summary,
+    })
+}
+
+impl RaftSet {
+    /// Targets composed from the gold evidence and label, no model involved: each evidence
+    /// sentence quoted with the number of the document it is in, then `##Answer: label`; where
+    /// the oracle is removed and the policy abstains, a reason and the abstain label. Examples
+    /// without evidence and label (or answer) are an error.
+    pub fn gold_answers(&mut self) -> Result<()> {
+        let options = self.options.clone();
+        let mut outside = 0;
+        for ex in &mut self.examples {
+            let Some(label) = ex.target_label(&options) else {
+                bail!("example `{}` has neither a label nor a gold answer", ex.id);
+            };
+            let answer = if !ex.oracle_present && options.removed_oracle == RemovedOracle::Abstain {
+                format!("##Reason: none of the documents addresses the question. ##Answer: {label}")
+            } else {
+                let mut reason = String::from("##Reason:");
+                for s in &ex.evidence {
+                    let at = ex.docs.iter().position(|d| {
+                        quotes::normalize_space(d).contains(&quotes::normalize_space(s))
+                    });
+                    let source = match at {
+                        Some(i) => format!("Document {}", i + 1),
+                        None => "The source".to_string(),
+                    };
+                    reason.push_str(&format!(" {source} says {BEGIN_QUOTE}{s}{END_QUOTE}."));
+                }
+                if ex.evidence.is_empty() {
+                    reason.push_str(" the documents answer it directly.");
+                }
+                format!("{reason} ##Answer: {label}")
+            };
+            if !QuoteCheck::of(&answer, &ex.context()).invented.is_empty() {
+                outside += 1;
+            }
+            ex.answer = Some(answer);
+        }
+        self.summary.quotes_outside_context = outside;
+        Ok(())
+    }
+
+    /// Targets from a teacher model: each example's prompt (the RAFT instruction) answered, its
+    /// quotes checked against the example's context; an answer with an invented quote or no
+    /// final answer is asked again (another seed) up to `retries` times, then the example is
+    /// dropped and counted. Where the oracle is removed under `keep`, quotes need not be in the
+    /// context (they cannot be) and only the final answer is required. Wrap the teacher in
+    /// [`crate::llm::CachedChat`] to make a killed run resume without repeating a request.
+    pub fn teacher_answers(
+        &mut self,
+        teacher: &dyn ChatModel,
+        params: &GenerationParams,
+        retries: usize,
+    ) -> Result<()> {
+        let options = self.options.clone();
+        let mut pending: Vec<usize> = (0..self.examples.len()).collect();
+        for attempt in 0..=retries {
+            if pending.is_empty() {
+                break;
+            }
+            let requests: Vec<ChatRequest> = pending
+                .iter()
+                .map(|&i| {
+                    let mut p = params.clone();
+                    p.seed = params.seed.wrapping_add(attempt as u64);
+                    ChatRequest::new(self.messages(&self.examples[i], false), p)
+                })
+                .collect();
+            let answers = teacher.chat_batch(&requests);
+            let mut again = vec![];
+            for (&i, answer) in pending.iter().zip(answers) {
+                let ex = &mut self.examples[i];
+                let text = match answer {
+                    Ok(c) => c.text,
+                    Err(e) => {
+                        eprintln!("note: example {}: the teacher failed: {e:#}", ex.id);
+                        again.push(i);
+                        continue;
+                    }
+                };
+                let check = QuoteCheck::of(&text, &ex.context());
+                let keep_outside =
+                    !ex.oracle_present && options.removed_oracle == RemovedOracle::Keep;
+                if check.has_answer && (check.invented.is_empty() || keep_outside) {
+                    ex.answer = Some(text);
+                } else {
+                    again.push(i);
+                }
+            }
+            if attempt < retries {
+                self.summary.regenerated += again.len();
+            }
+            pending = again;
+        }
+        self.summary.dropped += pending.len();
+        let drop: HashSet<usize> = pending.into_iter().collect();
+        let mut i = 0;
+        self.examples.retain(|_| {
+            let keep = !drop.contains(&i);
+            i += 1;
+            keep
+        });
+        self.summary.examples = self.examples.len();
+        Ok(())
+    }
+
+    /// The conversation of an example: system (if any), user; with `answer`, the target too.
+    pub fn messages(&self, ex: &RaftExample, answer: bool) -> Vec<Message> {
+        let mut m = vec![];
+        if let Some(s) = &self.options.system_prompt {
+            m.push(Message::system(s.clone()));
+        }
+        m.push(Message::user(ex.prompt.clone()));
+        if answer {
+            if let Some(a) = &ex.answer {
+                m.push(Message {
+                    role: "assistant".into(),
+                    content: a.clone(),
+                });
+            }
+        }
+        m
+    }
+
+    /// The examples of `split` (`train`, `dev`, or `all`) as JSON rows in `format`; examples
+    /// without a target are left out.
+    pub fn records(&self, split: &str, format: RaftFormat) -> Vec<Value> {
+        self.examples
+            .iter()
+            .filter(|e| split == "all" || e.split == split)
+            .filter_map(|e| {
+                let answer = e.answer.as_ref()?;
+                Some(match format {
+                    RaftFormat::Messages => json!({"messages": self.messages(e, true)}),
+                    RaftFormat::PromptCompletion => {
+                        json!({"prompt": self.messages(e, false), "completion": [{"role": "assistant", "content": answer}]})
+                    }
+                    RaftFormat::Reference => json!({
+                        "id": e.id,
+                        "type": "general",
+                        "question": e.question,
+                        "context": {"title": [e.doc_ids.clone()], "sentences": [e.docs.clone()]},
+                        "oracle_context": e.docs.iter().zip(&e.is_oracle).filter(|(_, o)| **o).map(|(d, _)| d.clone()).collect::<Vec<_>>().join("\n"),
+                        "cot_answer": answer,
+                        "instruction": e.prompt,
+                    }),
+                })
+            })
+            .collect()
+    }
+
+    /// Writes [`records`](Self::records) as JSON lines.
+    pub fn write_jsonl(
+        &self,
+        path: &std::path::Path,
+        split: &str,
+        format: RaftFormat,
+    ) -> Result<usize> {
+        use std::io::Write;
+        let rows = self.records(split, format);
+        let mut f = std::io::BufWriter::new(
+            std::fs::File::create(path)
+                .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?,
+        );
+        for r in &rows {
+            writeln!(f, "{r}")?;
+        }
+        f.flush()?;
+        Ok(rows.len())
+    }
+
+    /// One table row per example for inspection: id, split, oracle present, documents, answer,
+    /// label, whether its quotes are all in its context.
+    pub fn to_frame(&self) -> Result<polars::prelude::DataFrame> {
+        use polars::prelude::*;
+        let e = &self.examples;
+        let col = |f: &dyn Fn(&RaftExample) -> String| -> Vec<String> { e.iter().map(f).collect() };
+        Ok(DataFrame::new(
+            e.len(),
+            vec![
+                Column::new("id".into(), col(&|x| x.id.clone())),
+                Column::new("split".into(), col(&|x| x.split.clone())),
+                Column::new("question".into(), col(&|x| x.question.clone())),
+                Column::new(
+                    "oracle_present".into(),
+                    e.iter().map(|x| x.oracle_present).collect::<Vec<_>>(),
+                ),
+                Column::new("doc_ids".into(), col(&|x| x.doc_ids.join(","))),
+                Column::new(
+                    "answer".into(),
+                    col(&|x| x.answer.clone().unwrap_or_default()),
+                ),
+                Column::new(
+                    "label".into(),
+                    col(&|x| x.label.clone().unwrap_or_default()),
+                ),
+                Column::new(
+                    "quotes_in_context".into(),
+                    e.iter()
+                        .map(|x| {
+                            x.answer.as_ref().is_some_and(|a| {
+                                QuoteCheck::of(a, &x.context()).invented.is_empty()
+                            })
+                        })
+                        .collect::<Vec<_>>(),
+                ),
+            ],
+        )?)
+    }
+}
