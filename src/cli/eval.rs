@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use ragtune::eval::{
     compare_models, comparison_frame, evaluate_encoder, evaluate_reranker, Candidates,
@@ -16,6 +16,49 @@ pub enum EvalCommand {
     Retrieval(RetrievalArgs),
     /// A retriever's top-k reranked by a cross-encoder: retriever vs reranked, side by side.
     Rerank(RerankArgs),
+    /// A generator's answers to RAFT examples, base vs tuned: accuracy, macro-F1, forced choice,
+    /// format, quote faithfulness, citations.
+    Grounded(GroundedArgs),
+}
+
+#[derive(Args)]
+pub struct GroundedArgs {
+    /// RAFT examples as `raft build --examples-output` writes them (JSONL).
+    #[arg(long)]
+    examples: PathBuf,
+    /// Only examples of this split (train, dev; default all).
+    #[arg(long)]
+    split: Option<String>,
+    /// At most this many examples (the first ones).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// The base model (`local:…`; the prefix is optional).
+    #[arg(long)]
+    model: String,
+    /// The tuned side: a PEFT adapter on the base …
+    #[arg(long)]
+    adapter: Option<PathBuf>,
+    /// … or another model.
+    #[arg(long)]
+    tuned: Option<String>,
+    /// Label answers, comma-separated (default SUPPORT,CONTRADICT when the examples carry labels).
+    #[arg(long, value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Tokens per answer.
+    #[arg(long, default_value_t = 160)]
+    max_tokens: usize,
+    /// Skip the forced-choice scoring.
+    #[arg(long)]
+    no_forced_choice: bool,
+    /// Per-example outputs of both models (JSONL).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Chart (HTML).
+    #[arg(long)]
+    chart: Option<PathBuf>,
+    /// Print only the summary JSON line.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -102,6 +145,7 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
     let args = match cmd {
         EvalCommand::Retrieval(args) => args,
         EvalCommand::Rerank(args) => return rerank(args),
+        EvalCommand::Grounded(args) => return grounded(args),
     };
     if let Some(reranker) = &args.rerank {
         let [model] = args.model.as_slice() else {
@@ -227,5 +271,80 @@ fn print_rerank(report: &RerankReport, json: bool) -> Result<()> {
     );
     println!("{}", report.headline_frame()?);
     eprintln!("(every metric at every cut-off: --json)");
+    Ok(())
+}
+
+fn grounded(a: GroundedArgs) -> Result<()> {
+    use ragtune::eval::grounded::{answer, GroundedOptions, GroundedReport};
+    use ragtune::llm::{LocalLlm, LocalOptions};
+    use ragtune::raft::RaftExample;
+    let text = std::fs::read_to_string(&a.examples)
+        .with_context(|| format!("reading {}", a.examples.display()))?;
+    let mut examples = vec![];
+    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let e: RaftExample = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not a RAFT example", a.examples.display(), i + 1))?;
+        if a.split.as_ref().is_none_or(|s| *s == e.split) {
+            examples.push(e);
+        }
+    }
+    examples.truncate(a.limit.unwrap_or(usize::MAX));
+    if examples.is_empty() {
+        anyhow::bail!("{}: no example to evaluate", a.examples.display());
+    }
+    let labels = if !a.labels.is_empty() {
+        a.labels.clone()
+    } else if examples.iter().any(|e| e.label.is_some()) {
+        vec!["SUPPORT".into(), "CONTRADICT".into()]
+    } else {
+        vec![]
+    };
+    let options = GroundedOptions {
+        max_tokens: a.max_tokens,
+        labels: labels.clone(),
+        forced_choice: !a.no_forced_choice,
+        ..Default::default()
+    };
+    let load = |spec: &str, adapter: Option<PathBuf>| {
+        LocalLlm::load(
+            spec.strip_prefix("local:").unwrap_or(spec),
+            &LocalOptions {
+                adapter,
+                ..Default::default()
+            },
+        )
+    };
+    let run = |llm: &LocalLlm| answer(llm, Some(llm), &examples, &options);
+    eprintln!("base: {} on {} examples", a.model, examples.len());
+    let base_items = run(&load(&a.model, None)?)?;
+    let tuned = match (&a.adapter, &a.tuned) {
+        (Some(dir), None) => load(&a.model, Some(dir.clone()))?,
+        (None, Some(spec)) => load(spec, None)?,
+        _ => anyhow::bail!("give the tuned side as --adapter DIR or --tuned MODEL"),
+    };
+    eprintln!("tuned: {}", tuned.name());
+    let report = GroundedReport::new(base_items, run(&tuned)?, &labels);
+    if let Some(p) = &a.output {
+        let rows: String = report
+            .base_items
+            .iter()
+            .zip(&report.tuned_items)
+            .map(|(b, t)| {
+                serde_json::json!({"id": b.id, "gold_label": b.gold_label, "oracle_present": b.oracle_present,
+                    "base": b.output, "base_forced_choice": b.forced_choice,
+                    "tuned": t.output, "tuned_forced_choice": t.forced_choice})
+                .to_string()
+                    + "\n"
+            })
+            .collect();
+        std::fs::write(p, rows).with_context(|| format!("writing {}", p.display()))?;
+    }
+    if let Some(c) = &a.chart {
+        report.chart().write_html(c)?;
+    }
+    if !a.json {
+        println!("{}", report.to_frame()?);
+    }
+    println!("{}", report.summary_json());
     Ok(())
 }

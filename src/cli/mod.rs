@@ -7,6 +7,7 @@ mod eval;
 mod generate;
 mod kernel;
 mod mine;
+mod raft;
 mod repl;
 mod rerank;
 mod run;
@@ -53,6 +54,9 @@ enum Command {
     Synth(synth::SynthCommand),
     /// Serve a local model as an OpenAI-compatible API.
     Serve(serve::ServeArgs),
+    /// RAFT training data for the generator.
+    #[command(subcommand)]
+    Raft(raft::RaftCommand),
     /// Fold a LoRA adapter into its base and save a Hugging Face model folder.
     Merge(serve::MergeArgs),
     /// An interactive session (the same language and bindings as recipes).
@@ -74,6 +78,7 @@ pub fn main() -> Result<()> {
         Command::Synth(cmd) => synth::run(cmd),
         Command::Serve(args) => serve::run(args),
         Command::Merge(args) => serve::merge(args),
+        Command::Raft(cmd) => raft::run(cmd),
         Command::Repl(args) => repl::run(args),
         Command::Kernel(args) => kernel::run(args),
     }

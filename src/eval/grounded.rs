@@ -17,10 +17,13 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::Result;
-use serde::Serialize;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 
+use crate::llm::{ChatModel, ChatRequest, GenerationParams, LocalLlm, Message};
+use crate::progress::Progress;
 use crate::raft::quotes::{self, normalize_space, word_count, MIN_QUOTE_WORDS};
+use crate::raft::RaftExample;
 
 /// One answered example.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -315,6 +318,110 @@ pub fn score(items: &[GroundedItem], labels: &[String]) -> GroundedMetrics {
     m
 }
 
+/// How answers are produced for evaluation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GroundedOptions {
+    /// Tokens per answer (greedy decoding).
+    pub max_tokens: usize,
+    /// The label answers (e.g. SUPPORT, CONTRADICT); empty for free-text answers.
+    pub labels: Vec<String>,
+    /// Also score each label's log-probability after the model's reasoning (local models).
+    pub forced_choice: bool,
+    /// A system message before each prompt (the one the generator was tuned with, if any).
+    pub system_prompt: Option<String>,
+    /// Prompts decoded together.
+    pub batch_size: usize,
+    pub progress: bool,
+}
+
+impl Default for GroundedOptions {
+    fn default() -> Self {
+        Self {
+            max_tokens: 160,
+            labels: Vec::new(),
+            forced_choice: true,
+            system_prompt: None,
+            batch_size: 16,
+            progress: true,
+        }
+    }
+}
+
+/// `model`'s answers to `examples` (their prompts, greedy), as items to [`score`]. With `scorer`
+/// (the same model, local) and labels, each item also gets the label the model finds likeliest
+/// after its own reasoning: the output up to its answer marker, then `##Answer:`, then each label.
+pub fn answer(
+    model: &dyn ChatModel,
+    scorer: Option<&LocalLlm>,
+    examples: &[RaftExample],
+    options: &GroundedOptions,
+) -> Result<Vec<GroundedItem>> {
+    let params = GenerationParams {
+        max_tokens: options.max_tokens,
+        temperature: 0.0,
+        ..Default::default()
+    };
+    let messages = |e: &RaftExample| -> Vec<Message> {
+        let mut m = vec![];
+        if let Some(s) = &options.system_prompt {
+            m.push(Message::system(s.clone()));
+        }
+        m.push(Message::user(e.prompt.clone()));
+        m
+    };
+    let progress = Progress::new(examples.len() as u64, "answering", options.progress);
+    let mut items = Vec::with_capacity(examples.len());
+    for chunk in examples.chunks(options.batch_size.max(1)) {
+        let requests: Vec<ChatRequest> = chunk
+            .iter()
+            .map(|e| ChatRequest::new(messages(e), params.clone()))
+            .collect();
+        for (e, out) in chunk.iter().zip(model.chat_batch(&requests)) {
+            let output = out.with_context(|| format!("answering example {}", e.id))?.text;
+            let forced_choice = match scorer {
+                Some(llm) if options.forced_choice && !options.labels.is_empty() => {
+                    let cut = quotes::ANSWER_MARKERS
+                        .iter()
+                        .filter_map(|m| output.find(m))
+                        .min()
+                        .unwrap_or(output.len());
+                    let prefix = format!(
+                        "{}{}\n##Answer:",
+                        llm.render(&messages(e))?,
+                        output[..cut].trim_end()
+                    );
+                    let ids = llm.encode(&prefix)?;
+                    let choices = options
+                        .labels
+                        .iter()
+                        .map(|l| llm.encode(&format!(" {l}")))
+                        .collect::<Result<Vec<_>>>()?;
+                    let lp = llm.continuation_logprobs(&ids, &choices)?;
+                    lp.iter()
+                        .enumerate()
+                        .max_by(|a, b| a.1.total_cmp(b.1))
+                        .map(|(i, _)| options.labels[i].clone())
+                }
+                _ => None,
+            };
+            items.push(GroundedItem {
+                id: e.id.clone(),
+                output,
+                context: e.context(),
+                gold_label: e.label.clone(),
+                gold_answer: e.gold_answer.clone(),
+                evidence: e.evidence.clone(),
+                oracle_present: e.oracle_present,
+                forced_choice,
+            });
+        }
+        progress.inc(chunk.len() as u64);
+    }
+    progress.finish();
+    Ok(items)
+}
+
 /// Base and tuned side by side.
 #[derive(Clone, Debug, Serialize)]
 pub struct GroundedReport {
@@ -325,6 +432,39 @@ pub struct GroundedReport {
 }
 
 impl GroundedReport {
+    /// Scores both sides' items.
+    pub fn new(base_items: Vec<GroundedItem>, tuned_items: Vec<GroundedItem>, labels: &[String]) -> Self {
+        Self {
+            base: score(&base_items, labels),
+            tuned: score(&tuned_items, labels),
+            base_items,
+            tuned_items,
+        }
+    }
+
+    /// `{"base": {...}, "tuned": {...}, "majority_macro_f1": …, "n": …}` (the headline figures).
+    pub fn summary_json(&self) -> serde_json::Value {
+        let pick = |m: &GroundedMetrics| {
+            serde_json::json!({
+                "verdict_accuracy": m.verdict_accuracy,
+                "macro_f1": m.macro_f1,
+                "forced_choice_accuracy": m.forced_choice_accuracy,
+                "quote_faithfulness": m.quote_faithfulness,
+                "citation_recall": m.citation_recall,
+                "format_adherence": m.format_adherence,
+                "hallucinated_quote_rate": m.hallucinated_quote_rate,
+                "accuracy_oracle_present": m.accuracy_oracle_present,
+                "accuracy_oracle_removed": m.accuracy_oracle_removed,
+            })
+        };
+        serde_json::json!({
+            "base": pick(&self.base),
+            "tuned": pick(&self.tuned),
+            "majority_macro_f1": self.base.majority_macro_f1,
+            "n": self.base.n,
+        })
+    }
+
     /// One row per metric: base, tuned, delta.
     pub fn to_frame(&self) -> Result<polars::prelude::DataFrame> {
         use polars::prelude::*;

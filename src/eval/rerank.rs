@@ -304,6 +304,31 @@ impl Candidates {
         )?)
     }
 
+    /// Each query's candidate ids, best first: the retriever's order, or with `reranker` the
+    /// cross-encoder's (what RAFT's `retrieved` distractors are drawn from).
+    pub fn ranking(
+        &self,
+        reranker: Option<&CrossEncoder>,
+        options: &RerankEvalOptions,
+    ) -> Result<std::collections::HashMap<String, Vec<String>>> {
+        let Some(reranker) = reranker else {
+            return Ok(self
+                .query_ids
+                .iter()
+                .zip(&self.docs)
+                .map(|(q, docs)| (q.clone(), docs.iter().map(|d| d.0.clone()).collect()))
+                .collect());
+        };
+        Ok(self
+            .rerank(reranker, options)?
+            .into_iter()
+            .map(|(q, mut scored)| {
+                scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+                (q, scored.into_iter().map(|(d, _)| d).collect())
+            })
+            .collect())
+    }
+
     /// The cross-encoder's ranking of the same candidates as a run.
     pub fn rerank(&self, reranker: &CrossEncoder, options: &RerankEvalOptions) -> Result<Run> {
         let pairs: Vec<(&str, &str)> = self

@@ -71,6 +71,10 @@ pub struct RaftOptions {
     pub document_template: String,
     /// A system message before the user's, if any.
     pub system_prompt: Option<String>,
+    /// Cut each document to its first sentence (the title) and the `max_sentences` sentences that
+    /// share the most words with the question, in their order (long contexts cost time; base and
+    /// tuned models see the same cut).
+    pub max_sentences: Option<usize>,
     /// Share of the questions (not examples) held out as `dev`.
     pub dev_share: f64,
     pub seed: u64,
@@ -92,6 +96,7 @@ impl Default for RaftOptions {
                 .into(),
             document_template: "Document {n}: {text}".into(),
             system_prompt: None,
+            max_sentences: None,
             dev_share: 0.0,
             seed: 42,
         }
@@ -140,7 +145,7 @@ pub struct RaftSource {
 }
 
 /// One training or evaluation example.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RaftExample {
     pub id: String,
     pub source: String,
@@ -196,6 +201,10 @@ pub struct RaftSummary {
     pub dropped: usize,
     /// Targets whose quotes are not in their context (oracle removed under `keep`).
     pub quotes_outside_context: usize,
+    /// Gold evidence sentences of examples with their oracle, and how many of them survived
+    /// `max_sentences`.
+    pub evidence_sentences: usize,
+    pub evidence_kept: usize,
 }
 
 /// Examples, the options that made them, and counts.
@@ -225,6 +234,101 @@ fn example_rng(seed: u64, id: &str) -> Rng {
     h.text(id);
     let digest = h.hex();
     Rng::new(seed ^ u64::from_str_radix(&digest[..16], 16).unwrap_or(0))
+}
+
+/// `text` cut to its first sentence and the `m` others sharing the most words (of three letters
+/// or more) with `question`, kept in their order.
+pub fn trim(text: &str, question: &str, m: usize) -> String {
+    let spans = crate::chunk::sentences::sentence_spans(text);
+    if spans.len() <= m + 1 {
+        return text.to_string();
+    }
+    let words = |s: &str| -> HashSet<String> {
+        s.split(|c: char| !c.is_alphanumeric())
+            .filter(|w| w.chars().count() >= 3)
+            .map(str::to_lowercase)
+            .collect()
+    };
+    let q = words(question);
+    let mut scored: Vec<(usize, usize)> = spans[1..]
+        .iter()
+        .enumerate()
+        .map(|(i, &(a, b))| (i + 1, words(&text[a..b]).intersection(&q).count()))
+        .collect();
+    // Most shared words first; the earlier sentence wins a tie.
+    scored.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut keep: Vec<usize> = std::iter::once(0).chain(scored.iter().take(m).map(|s| s.0)).collect();
+    keep.sort_unstable();
+    keep.iter()
+        .map(|&i| text[spans[i].0..spans[i].1].trim())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Sources from SciFact-style evidence: JSONL rows `{query-id, corpus-id, label, sentences:
+/// [indices]}` whose sentences index the `sentences` list of that document in `corpus_jsonl`.
+/// `questions` maps query ids to text, `positives` every relevant document of each query; rows
+/// whose query is not in `questions` are skipped.
+pub fn read_evidence(
+    path: &std::path::Path,
+    corpus_jsonl: &std::path::Path,
+    questions: &HashMap<String, String>,
+    positives: &HashMap<String, Vec<String>>,
+) -> Result<Vec<RaftSource>> {
+    use crate::data::jsonl::{read_objects, string_field};
+    let rows = read_objects(path)?;
+    let wanted: HashSet<String> = rows
+        .iter()
+        .filter_map(|(_, r)| r.get("corpus-id").map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+        .collect();
+    let mut sentences: HashMap<String, Vec<String>> = HashMap::new();
+    for (line, doc) in read_objects(corpus_jsonl)? {
+        let id = string_field(&doc, "_id", corpus_jsonl, line)?;
+        if !wanted.contains(&id) {
+            continue;
+        }
+        let Some(list) = doc.get("sentences").and_then(Value::as_array) else {
+            bail!("{}:{line}: document `{id}` has no `sentences` list", corpus_jsonl.display());
+        };
+        sentences.insert(
+            id,
+            list.iter().map(|s| s.as_str().unwrap_or_default().to_string()).collect(),
+        );
+    }
+    let mut out = vec![];
+    for (line, r) in &rows {
+        let qid = string_field(r, "query-id", path, *line)?;
+        let cid = string_field(r, "corpus-id", path, *line)?;
+        let Some(question) = questions.get(&qid) else {
+            continue;
+        };
+        let Some(doc) = sentences.get(&cid) else {
+            bail!("{}:{line}: document `{cid}` is not in {}", path.display(), corpus_jsonl.display());
+        };
+        let indices = r
+            .get("sentences")
+            .and_then(Value::as_array)
+            .ok_or_else(|| anyhow::anyhow!("{}:{line}: `sentences` must be a list of indices", path.display()))?;
+        let evidence = indices
+            .iter()
+            .map(|i| {
+                i.as_u64()
+                    .and_then(|i| doc.get(i as usize))
+                    .cloned()
+                    .ok_or_else(|| anyhow::anyhow!("{}:{line}: sentence index {i} is not in document `{cid}`", path.display()))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        out.push(RaftSource {
+            id: qid.clone(),
+            question: question.clone(),
+            oracles: vec![cid],
+            positives: positives.get(&qid).cloned().unwrap_or_default(),
+            label: Some(string_field(r, "label", path, *line)?),
+            answer: None,
+            evidence,
+        });
+    }
+    Ok(out)
 }
 
 /// Builds one example per source. `corpus` holds (id, text) of every document that may appear;
@@ -321,12 +425,26 @@ pub fn build(
             .iter()
             .enumerate()
             .map(|(i, (d, _))| {
+                let text = &corpus[index[d]].1;
+                let text = match options.max_sentences {
+                    Some(m) => trim(text, &source.question, m),
+                    None => text.clone(),
+                };
                 options
                     .document_template
                     .replace("{n}", &(i + 1).to_string())
-                    .replace("{text}", &corpus[index[d]].1)
+                    .replace("{text}", &text)
             })
             .collect();
+        if oracle_present {
+            let context = quotes::normalize_space(&texts.join(" "));
+            summary.evidence_sentences += source.evidence.len();
+            summary.evidence_kept += source
+                .evidence
+                .iter()
+                .filter(|s| context.contains(&quotes::normalize_space(s)))
+                .count();
+        }
         let prompt = options
             .template
             .replace("{documents}", &texts.join("\n\n"))
@@ -381,18 +499,26 @@ impl RaftSet {
                 format!("##Reason: none of the documents addresses the question. ##Answer: {label}")
             } else {
                 let mut reason = String::from("##Reason:");
+                let mut quoted = 0;
                 for s in &ex.evidence {
                     let at = ex.docs.iter().position(|d| {
                         quotes::normalize_space(d).contains(&quotes::normalize_space(s))
                     });
                     let source = match at {
                         Some(i) => format!("Document {}", i + 1),
-                        None => "The source".to_string(),
+                        // The oracle is absent (`keep`), so the quote cannot be in the context.
+                        None if !ex.oracle_present => "The source".to_string(),
+                        // Cut by max_sentences: not quoted.
+                        None => continue,
                     };
                     reason.push_str(&format!(" {source} says {BEGIN_QUOTE}{s}{END_QUOTE}."));
+                    quoted += 1;
                 }
-                if ex.evidence.is_empty() {
-                    reason.push_str(" the documents answer it directly.");
+                if quoted == 0 {
+                    reason.push_str(&match ex.is_oracle.iter().position(|&o| o) {
+                        Some(i) => format!(" Document {} addresses the question.", i + 1),
+                        None => " the documents answer it directly.".to_string(),
+                    });
                 }
                 format!("{reason} ##Answer: {label}")
             };
