@@ -416,3 +416,79 @@ fn a_recipe_fine_tunes_a_generator_with_lora_and_chats_with_it() {
         .to_string();
     assert!(err.contains("rank"), "{err}");
 }
+
+/// RAFT from a small claim-verification set in BEIR layout with SciFact-style evidence: examples,
+/// training rows for train_generator, and the options that are errors.
+#[test]
+fn a_recipe_builds_raft_examples_from_evidence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("claims");
+    std::fs::create_dir_all(dir.join("qrels")).unwrap();
+    let docs: String = (0..8)
+        .map(|i| {
+            let s = [format!("Study {i} of hives."), format!("Bees in study {i} made {i} kg of honey."), "Mites were rare.".to_string()];
+            serde_json::json!({"_id": format!("d{i}"), "title": format!("Study {i}"), "text": s[1..].join(" "), "sentences": s[1..]}).to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(dir.join("corpus.jsonl"), docs).unwrap();
+    let queries: String = (0..8)
+        .map(|i| serde_json::json!({"_id": format!("q{i}"), "text": format!("Bees in study {i} made {i} kg of honey")}).to_string() + "\n")
+        .collect();
+    std::fs::write(dir.join("queries.jsonl"), queries).unwrap();
+    let qrels: String = std::iter::once("query-id\tcorpus-id\tscore\n".to_string())
+        .chain((0..8).map(|i| format!("q{i}\td{i}\t1\n")))
+        .collect();
+    std::fs::write(dir.join("qrels/train.tsv"), qrels).unwrap();
+    let evidence: String = (0..8)
+        .map(|i| {
+            let label = if i % 2 == 0 { "SUPPORT" } else { "CONTRADICT" };
+            serde_json::json!({"query-id": format!("q{i}"), "corpus-id": format!("d{i}"), "label": label, "sentences": [0]}).to_string() + "\n"
+        })
+        .collect();
+    std::fs::write(dir.join("evidence.jsonl"), evidence).unwrap();
+    let mut s = session(&[
+        ("beir", &dir),
+        ("evidence", &dir.join("evidence.jsonl")),
+        ("corpus", &dir.join("corpus.jsonl")),
+    ]);
+    let script = r#"
+        let data = load_beir(beir, "train");
+        let raft = raft_examples(data, #{evidence: evidence, corpus_jsonl: corpus, distractors: "random",
+                                         k: 2, oracle_p: 1.0, dev_share: 0.25, seed: 3});
+        let rows = raft.rows("train");
+        let m = raft.summary();
+        [m["examples"], m["dev"], rows.len(), rows.columns(), raft.table().column("quotes_in_context")]
+    "#;
+    let r = s.eval(script, "raft.rhai").unwrap().into_array().unwrap();
+    assert_eq!(r[0].as_int().unwrap(), 8);
+    assert_eq!(r[1].as_int().unwrap(), 2);
+    assert_eq!(r[2].as_int().unwrap(), 6);
+    assert_eq!(
+        r[3].clone().into_array().unwrap()[0]
+            .clone()
+            .into_string()
+            .unwrap(),
+        "messages"
+    );
+    assert!(
+        r[4].clone()
+            .into_array()
+            .unwrap()
+            .iter()
+            .all(|v| v.as_bool().unwrap()),
+        "gold quotes are real"
+    );
+    let err = s
+        .eval(
+            r#"raft_examples(load_beir(beir, "train"), #{evidence: evidence})"#,
+            "bad.rhai",
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("corpus_jsonl"), "{err}");
+    let err = s
+        .eval(r#"raft_examples(load_beir(beir, "train"), #{evidence: evidence, corpus_jsonl: corpus})"#, "bad.rhai")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("retriever"), "{err}");
+}

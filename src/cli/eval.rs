@@ -281,7 +281,11 @@ fn grounded(a: GroundedArgs) -> Result<()> {
     let text = std::fs::read_to_string(&a.examples)
         .with_context(|| format!("reading {}", a.examples.display()))?;
     let mut examples = vec![];
-    for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let e: RaftExample = serde_json::from_str(line)
             .with_context(|| format!("{}:{}: not a RAFT example", a.examples.display(), i + 1))?;
         if a.split.as_ref().is_none_or(|s| *s == e.split) {
@@ -343,7 +347,17 @@ fn grounded(a: GroundedArgs) -> Result<()> {
         report.chart().write_html(c)?;
     }
     if !a.json {
-        println!("{}", report.to_frame()?);
+        // Every metric row (a frame's display would elide the middle ones).
+        let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.4}"));
+        println!(
+            "{:<26} {:>8} {:>8} {:>8}",
+            "metric", "base", "tuned", "delta"
+        );
+        for (name, b, t) in report.rows() {
+            let delta = b.zip(t).map(|(b, t)| t - b);
+            println!("{name:<26} {:>8} {:>8} {:>8}", fmt(b), fmt(t), fmt(delta));
+        }
+        println!("n = {}", report.base.n);
     }
     println!("{}", report.summary_json());
     Ok(())

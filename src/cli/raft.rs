@@ -2,7 +2,6 @@
 //! evidence, or answered by a teacher model), distractors from a retriever (optionally
 //! reranked) or at random.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
@@ -10,7 +9,7 @@ use clap::{Args, Subcommand};
 use ragtune::data::load_beir;
 use ragtune::eval::{Candidates, RerankEvalOptions};
 use ragtune::models::{CrossEncoder, CrossEncoderOptions, LoadOptions, SentenceEncoder};
-use ragtune::raft::{self, Distractors, RaftFormat, RaftOptions, RaftSource, RemovedOracle};
+use ragtune::raft::{self, Distractors, RaftFormat, RaftOptions, RemovedOracle};
 
 #[derive(Subcommand)]
 pub enum RaftCommand {
@@ -106,7 +105,8 @@ fn parse<T: serde::de::DeserializeOwned>(flag: &str, value: &str) -> Result<T> {
 }
 
 fn qrels_queries(path: &PathBuf) -> Result<std::collections::HashSet<String>> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     Ok(text
         .lines()
         .skip(1)
@@ -134,45 +134,24 @@ fn build(a: BuildArgs) -> Result<()> {
     };
     let format = parse::<RaftFormat>("--format", &a.format)?;
     let dataset = load_beir(&a.beir, &a.split)?;
-    let qrels = dataset.qrels_map()?;
     let only = a.only_qrels.as_ref().map(qrels_queries).transpose()?;
     let exclude = a.exclude_qrels.as_ref().map(qrels_queries).transpose()?;
-    let keep = |q: &str| only.as_ref().is_none_or(|o| o.contains(q)) && exclude.as_ref().is_none_or(|e| !e.contains(q));
-    let questions: HashMap<String, String> = dataset
-        .query_ids()?
-        .into_iter()
-        .zip(dataset.query_texts()?)
-        .filter(|(q, _)| keep(q))
-        .collect();
-    let positives: HashMap<String, Vec<String>> = qrels
-        .iter()
-        .map(|(q, j)| (q.clone(), j.iter().filter(|(_, &g)| g >= 1).map(|(d, _)| d.clone()).collect()))
-        .collect();
-    let sources: Vec<RaftSource> = match &a.evidence {
-        Some(path) => raft::read_evidence(path, &a.beir.join("corpus.jsonl"), &questions, &positives)?,
-        None => {
-            let mut ids: Vec<&String> = questions.keys().collect();
-            ids.sort();
-            ids.into_iter()
-                .filter_map(|q| {
-                    let oracles = positives.get(q)?.clone();
-                    (!oracles.is_empty()).then(|| RaftSource {
-                        id: q.clone(),
-                        question: questions[q].clone(),
-                        oracles,
-                        positives: vec![],
-                        label: None,
-                        answer: None,
-                        evidence: vec![],
-                    })
-                })
-                .collect()
-        }
+    let keep = |q: &str| {
+        only.as_ref().is_none_or(|o| o.contains(q))
+            && exclude.as_ref().is_none_or(|e| !e.contains(q))
     };
-    if sources.is_empty() {
-        bail!("no question with an oracle document is left (check --split, --only-qrels, --exclude-qrels)");
-    }
-    let corpus: Vec<(String, String)> = dataset.doc_ids()?.into_iter().zip(dataset.doc_texts()?).collect();
+    let corpus_jsonl = a.beir.join("corpus.jsonl");
+    let sources = raft::sources_from_dataset(
+        &dataset,
+        a.evidence.as_deref().map(|e| (e, corpus_jsonl.as_path())),
+        &keep,
+    )
+    .context("(check --split, --only-qrels, --exclude-qrels)")?;
+    let corpus: Vec<(String, String)> = dataset
+        .doc_ids()?
+        .into_iter()
+        .zip(dataset.doc_texts()?)
+        .collect();
     let ranking = if options.distractors == Distractors::Random {
         None
     } else {
@@ -182,12 +161,17 @@ fn build(a: BuildArgs) -> Result<()> {
             cache_dir: a.cache_dir.clone(),
             ..Default::default()
         };
-        eprintln!("retrieving {} candidates per question with {}", a.candidates, a.retriever);
+        eprintln!(
+            "retrieving {} candidates per question with {}",
+            a.candidates, a.retriever
+        );
         let candidates = Candidates::retrieve(&retriever, &dataset, &eval_options)?;
         let reranker = a
             .reranker
             .as_ref()
-            .map(|r| CrossEncoder::load(r, &LoadOptions::default(), &CrossEncoderOptions::default()))
+            .map(|r| {
+                CrossEncoder::load(r, &LoadOptions::default(), &CrossEncoderOptions::default())
+            })
             .transpose()?;
         Some(candidates.ranking(reranker.as_ref(), &eval_options)?)
     };

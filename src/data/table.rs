@@ -141,9 +141,16 @@ fn quote_list(items: &[&str]) -> String {
 /// read: document lists, label lists, teacher scores); other arrays and objects are kept as their
 /// JSON text. A key missing on some lines becomes null there.
 fn read_jsonl(path: &Path) -> Result<DataFrame> {
-    let rows = jsonl::read_objects(path)?;
+    frame_from_objects(&jsonl::read_objects(path)?, &path.display().to_string())
+}
+
+/// A frame from JSON objects, typed as [`read_table`] types JSONL lines.
+pub fn frame_from_objects(
+    rows: &[(usize, serde_json::Map<String, Value>)],
+    origin: &str,
+) -> Result<DataFrame> {
     let mut names: Vec<String> = Vec::new();
-    for (_, obj) in &rows {
+    for (_, obj) in rows {
         for k in obj.keys() {
             if !names.contains(k) {
                 names.push(k.clone());
@@ -159,7 +166,7 @@ fn read_jsonl(path: &Path) -> Result<DataFrame> {
         columns.push(json_column(name, &values));
     }
     DataFrame::new(rows.len(), columns)
-        .map_err(|e| anyhow::anyhow!("{}: cannot build table: {e}", path.display()))
+        .map_err(|e| anyhow::anyhow!("{origin}: cannot build table: {e}"))
 }
 
 fn json_column(name: &str, values: &[Option<&Value>]) -> Column {

@@ -378,7 +378,9 @@ pub fn answer(
             .map(|e| ChatRequest::new(messages(e), params.clone()))
             .collect();
         for (e, out) in chunk.iter().zip(model.chat_batch(&requests)) {
-            let output = out.with_context(|| format!("answering example {}", e.id))?.text;
+            let output = out
+                .with_context(|| format!("answering example {}", e.id))?
+                .text;
             let forced_choice = match scorer {
                 Some(llm) if options.forced_choice && !options.labels.is_empty() => {
                     let cut = quotes::ANSWER_MARKERS
@@ -433,7 +435,11 @@ pub struct GroundedReport {
 
 impl GroundedReport {
     /// Scores both sides' items.
-    pub fn new(base_items: Vec<GroundedItem>, tuned_items: Vec<GroundedItem>, labels: &[String]) -> Self {
+    pub fn new(
+        base_items: Vec<GroundedItem>,
+        tuned_items: Vec<GroundedItem>,
+        labels: &[String],
+    ) -> Self {
         Self {
             base: score(&base_items, labels),
             tuned: score(&tuned_items, labels),
@@ -463,6 +469,15 @@ impl GroundedReport {
             "majority_macro_f1": self.base.majority_macro_f1,
             "n": self.base.n,
         })
+    }
+
+    /// (metric, base, tuned) for every metric.
+    pub fn rows(&self) -> Vec<(&'static str, Option<f64>, Option<f64>)> {
+        metric_rows(&self.base)
+            .into_iter()
+            .zip(metric_rows(&self.tuned))
+            .map(|((n, b), (_, t))| (n, b, t))
+            .collect()
     }
 
     /// One row per metric: base, tuned, delta.

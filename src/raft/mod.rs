@@ -257,7 +257,9 @@ pub fn trim(text: &str, question: &str, m: usize) -> String {
         .collect();
     // Most shared words first; the earlier sentence wins a tie.
     scored.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let mut keep: Vec<usize> = std::iter::once(0).chain(scored.iter().take(m).map(|s| s.0)).collect();
+    let mut keep: Vec<usize> = std::iter::once(0)
+        .chain(scored.iter().take(m).map(|s| s.0))
+        .collect();
     keep.sort_unstable();
     keep.iter()
         .map(|&i| text[spans[i].0..spans[i].1].trim())
@@ -279,7 +281,13 @@ pub fn read_evidence(
     let rows = read_objects(path)?;
     let wanted: HashSet<String> = rows
         .iter()
-        .filter_map(|(_, r)| r.get("corpus-id").map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+        .filter_map(|(_, r)| {
+            r.get("corpus-id").map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| v.to_string())
+            })
+        })
         .collect();
     let mut sentences: HashMap<String, Vec<String>> = HashMap::new();
     for (line, doc) in read_objects(corpus_jsonl)? {
@@ -288,11 +296,16 @@ pub fn read_evidence(
             continue;
         }
         let Some(list) = doc.get("sentences").and_then(Value::as_array) else {
-            bail!("{}:{line}: document `{id}` has no `sentences` list", corpus_jsonl.display());
+            bail!(
+                "{}:{line}: document `{id}` has no `sentences` list",
+                corpus_jsonl.display()
+            );
         };
         sentences.insert(
             id,
-            list.iter().map(|s| s.as_str().unwrap_or_default().to_string()).collect(),
+            list.iter()
+                .map(|s| s.as_str().unwrap_or_default().to_string())
+                .collect(),
         );
     }
     let mut out = vec![];
@@ -303,19 +316,33 @@ pub fn read_evidence(
             continue;
         };
         let Some(doc) = sentences.get(&cid) else {
-            bail!("{}:{line}: document `{cid}` is not in {}", path.display(), corpus_jsonl.display());
+            bail!(
+                "{}:{line}: document `{cid}` is not in {}",
+                path.display(),
+                corpus_jsonl.display()
+            );
         };
         let indices = r
             .get("sentences")
             .and_then(Value::as_array)
-            .ok_or_else(|| anyhow::anyhow!("{}:{line}: `sentences` must be a list of indices", path.display()))?;
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}:{line}: `sentences` must be a list of indices",
+                    path.display()
+                )
+            })?;
         let evidence = indices
             .iter()
             .map(|i| {
                 i.as_u64()
                     .and_then(|i| doc.get(i as usize))
                     .cloned()
-                    .ok_or_else(|| anyhow::anyhow!("{}:{line}: sentence index {i} is not in document `{cid}`", path.display()))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "{}:{line}: sentence index {i} is not in document `{cid}`",
+                            path.display()
+                        )
+                    })
             })
             .collect::<Result<Vec<_>>>()?;
         out.push(RaftSource {
@@ -329,6 +356,61 @@ pub fn read_evidence(
         });
     }
     Ok(out)
+}
+
+/// The questions of a retrieval dataset as sources: with `evidence` (a SciFact-style evidence
+/// file and the corpus JSONL holding each document's `sentences`), one per evidence row with its
+/// label and rationale sentences; without, one per question with its relevant documents as
+/// oracles (answers then come from a teacher). Only questions `keep` accepts are used.
+pub fn sources_from_dataset(
+    dataset: &crate::data::retrieval::RetrievalDataset,
+    evidence: Option<(&std::path::Path, &std::path::Path)>,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<Vec<RaftSource>> {
+    let qrels = dataset.qrels_map()?;
+    let questions: HashMap<String, String> = dataset
+        .query_ids()?
+        .into_iter()
+        .zip(dataset.query_texts()?)
+        .filter(|(q, _)| keep(q))
+        .collect();
+    let positives: HashMap<String, Vec<String>> = qrels
+        .iter()
+        .map(|(q, j)| {
+            let mut docs: Vec<String> = j
+                .iter()
+                .filter(|(_, &g)| g >= 1)
+                .map(|(d, _)| d.clone())
+                .collect();
+            docs.sort();
+            (q.clone(), docs)
+        })
+        .collect();
+    let sources = match evidence {
+        Some((file, corpus)) => read_evidence(file, corpus, &questions, &positives)?,
+        None => {
+            let mut ids: Vec<&String> = questions.keys().collect();
+            ids.sort();
+            ids.into_iter()
+                .filter_map(|q| {
+                    let oracles = positives.get(q)?.clone();
+                    (!oracles.is_empty()).then(|| RaftSource {
+                        id: q.clone(),
+                        question: questions[q].clone(),
+                        oracles,
+                        positives: vec![],
+                        label: None,
+                        answer: None,
+                        evidence: vec![],
+                    })
+                })
+                .collect()
+        }
+    };
+    if sources.is_empty() {
+        bail!("no question with an oracle document is left");
+    }
+    Ok(sources)
 }
 
 /// Builds one example per source. `corpus` holds (id, text) of every document that may appear;
@@ -638,6 +720,25 @@ impl RaftSet {
                 })
             })
             .collect()
+    }
+
+    /// [`records`](Self::records) as a frame (lists of messages kept as their JSON text, which
+    /// `train_generator` reads).
+    pub fn records_frame(
+        &self,
+        split: &str,
+        format: RaftFormat,
+    ) -> Result<polars::prelude::DataFrame> {
+        let rows: Vec<(usize, serde_json::Map<String, Value>)> = self
+            .records(split, format)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, v)| match v {
+                Value::Object(m) => Some((i + 1, m)),
+                _ => None,
+            })
+            .collect();
+        crate::data::table::frame_from_objects(&rows, "RAFT rows")
     }
 
     /// Writes [`records`](Self::records) as JSON lines.

@@ -141,6 +141,66 @@ impl Render for crate::eval::RerankReport {
     }
 }
 
+impl Render for crate::raft::RaftSet {
+    fn render(&self) -> Rich {
+        let s = &self.summary;
+        let caption = format!(
+            "RAFT: {} examples ({} with the oracle, {} without; {} train, {} dev), {} distractors each ({:?}); \
+             {} regenerated, {} dropped; evidence kept by the cut {}/{}",
+            s.examples,
+            s.with_oracle,
+            s.without_oracle,
+            s.train,
+            s.dev,
+            self.options.k,
+            self.options.distractors,
+            s.regenerated,
+            s.dropped,
+            s.evidence_kept,
+            s.evidence_sentences
+        );
+        match self.to_frame().map(|f| f.head(Some(5))) {
+            Ok(head) => Rich {
+                text: format!("{caption}\n{head}"),
+                html: Some(frame_html(&head, Some(&caption))),
+                plotly: None,
+            },
+            Err(e) => Rich::text(format!("{caption}\n(cannot tabulate: {e})")),
+        }
+    }
+}
+
+impl Render for crate::eval::grounded::GroundedReport {
+    fn render(&self) -> Rich {
+        let caption = format!(
+            "Grounded generation, base vs tuned ({} examples)",
+            self.base.n
+        );
+        match self.to_frame() {
+            Ok(df) => {
+                let text = self
+                    .rows()
+                    .iter()
+                    .map(|(n, b, t)| {
+                        let f = |v: &Option<f64>| v.map_or("-".into(), |v| format!("{v:.4}"));
+                        format!("{n:<26} {:>8} {:>8}", f(b), f(t))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                Rich {
+                    text: format!(
+                        "{caption}\n{:<26} {:>8} {:>8}\n{text}",
+                        "metric", "base", "tuned"
+                    ),
+                    html: Some(frame_html(&df, Some(&caption))),
+                    plotly: None,
+                }
+            }
+            Err(e) => Rich::text(format!("{caption}\n(cannot tabulate: {e})")),
+        }
+    }
+}
+
 impl Render for TrainOutcome {
     fn render(&self) -> Rich {
         let mut text = format!(

@@ -86,6 +86,14 @@ pub struct TrainRun {
 #[derive(Clone)]
 pub struct MinedNegatives(pub Arc<Mined>);
 
+/// RAFT examples.
+#[derive(Clone)]
+pub struct Raft(pub Arc<crate::raft::RaftSet>);
+
+/// A grounded-generation evaluation: base vs tuned.
+#[derive(Clone)]
+pub struct GroundedEval(pub Arc<crate::eval::grounded::GroundedReport>);
+
 /// A language model (local or behind an OpenAI-compatible server).
 #[derive(Clone)]
 pub struct Llm(pub Arc<dyn crate::llm::ChatModel>);
@@ -109,6 +117,12 @@ pub fn rich(value: &Dynamic) -> Rich {
         return v.0.render();
     }
     if let Some(v) = value.read_lock::<RerankEval>() {
+        return v.0.render();
+    }
+    if let Some(v) = value.read_lock::<Raft>() {
+        return v.0.render();
+    }
+    if let Some(v) = value.read_lock::<GroundedEval>() {
         return v.0.render();
     }
     if let Some(v) = value.read_lock::<Reranker>() {
@@ -158,6 +172,8 @@ display_as_rendered!(
     Report => |v| v.0.render(),
     Chart => |v| v.0.render(),
     RerankEval => |v| v.0.render(),
+    Raft => |v| v.0.render(),
+    GroundedEval => |v| v.0.render(),
     TrainRun => |v| v.outcome.render(),
     MinedNegatives => |v| v.0.render(),
     Synthetic => |v| v.outcome.render(),

@@ -117,6 +117,16 @@ pub fn option_keys(context: &str) -> Vec<String> {
             .chain(keys::<crate::train::TrainConfig>())
             .collect(),
         "lora" => keys::<crate::models::lora::LoraConfig>(),
+        "raft_examples" => raft::RUN_KEYS
+            .iter()
+            .map(|k| k.to_string())
+            .chain(keys::<crate::raft::RaftOptions>())
+            .collect(),
+        "evaluate_grounded" => raft::EVAL_KEYS
+            .iter()
+            .map(|k| k.to_string())
+            .chain(keys::<crate::eval::grounded::GroundedOptions>())
+            .collect(),
         "load_reranker" => keys::<crate::models::CrossEncoderOptions>(),
         "evaluate_reranker" => keys::<crate::eval::RerankEvalOptions>(),
         "loss" => keys::<crate::train::LossConfig>(),
@@ -173,6 +183,7 @@ macro_rules! bind {
 
 // After the macro, so that these modules can use it.
 mod mine;
+mod raft;
 mod rerank;
 mod synth;
 mod train;
@@ -246,6 +257,7 @@ fn register_all(r: &mut Registry, output: Arc<dyn Output>) {
     train::register(r);
     mine::register(r);
     rerank::register(r);
+    raft::register(r);
     synth::register(r);
     register_session(r, output);
     bind!(
