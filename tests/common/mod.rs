@@ -209,6 +209,22 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// The largest element-wise difference, in f64 (for kernels checked to 1e-12).
+pub fn max_abs_diff_f64(a: &Tensor, b: &Tensor) -> f64 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
+}
+
 /// Runs `ragtune` with `args(output)` once to the end and once killed with SIGKILL after its
 /// `kill_after` checkpoint, then resumed; asserts that both end on bit-identical weights and the
 /// same log, and that training moved the weights away from `base_weights`.

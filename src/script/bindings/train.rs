@@ -73,36 +73,21 @@ pub(super) fn register(r: &mut Registry) {
         .register_get("encoder", |t: &mut TrainRun| -> Fallible<Encoder> {
             match &t.trained {
                 Trained::Encoder(e) => Ok(e.clone()),
-                _ => Err(format!(
-                    "this run trained {}: use run.{}",
-                    t.trained.what(),
-                    t.trained.getter()
-                )
-                .into()),
+                _ => Err(t.trained.elsewhere().into()),
             }
         });
     r.engine
         .register_get("reranker", |t: &mut TrainRun| -> Fallible<Reranker> {
             match &t.trained {
                 Trained::Reranker(m) => Ok(m.clone()),
-                _ => Err(format!(
-                    "this run trained {}: use run.{}",
-                    t.trained.what(),
-                    t.trained.getter()
-                )
-                .into()),
+                _ => Err(t.trained.elsewhere().into()),
             }
         });
     r.engine
         .register_get("llm", |t: &mut TrainRun| -> Fallible<Llm> {
             match &t.trained {
                 Trained::Generator(m) => Ok(m.clone()),
-                _ => Err(format!(
-                    "this run trained {}: use run.{}",
-                    t.trained.what(),
-                    t.trained.getter()
-                )
-                .into()),
+                _ => Err(t.trained.elsewhere().into()),
             }
         });
     r.engine.register_get("output", |t: &mut TrainRun| {
