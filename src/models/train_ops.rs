@@ -304,7 +304,9 @@ fn norm_backward<T: Real, const K: usize>(
     row: impl Fn(&mut [T], &[T], &[T], &mut [Vec<T>; K]) + Sync,
 ) -> Vec<T> {
     let mut dx = vec![T::zero(); x.len()];
-    let rows_per_task = (x.len() / dim).div_ceil(rayon::current_num_threads() * 4).max(1);
+    let rows_per_task = (x.len() / dim)
+        .div_ceil(rayon::current_num_threads() * 4)
+        .max(1);
     let chunk = dim * rows_per_task;
     let partial: Vec<[Vec<T>; K]> = dx
         .par_chunks_mut(chunk)

@@ -67,7 +67,11 @@ impl Trained {
 
     /// The message for a script that asks a run for another kind of model.
     pub fn elsewhere(&self) -> String {
-        format!("this run trained {}: use run.{}", self.what(), self.getter())
+        format!(
+            "this run trained {}: use run.{}",
+            self.what(),
+            self.getter()
+        )
     }
 
     /// The TrainRun property that holds it.
