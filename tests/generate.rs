@@ -13,15 +13,23 @@ use ragtune::models::peft;
 use ragtune::train::generate::{GenerateTask, SftOptions, SftSet};
 use serde_json::{json, Map, Value};
 
-fn tiny() -> LocalLlm {
+/// A local model with f32 decoding (exact logits) and `options`' other settings.
+fn load(spec: &str, options: LocalOptions) -> LocalLlm {
     LocalLlm::load(
-        common::tiny_llama_dir().to_str().unwrap(),
+        spec,
         &LocalOptions {
             q8_decode: false,
-            ..Default::default()
+            ..options
         },
     )
     .unwrap()
+}
+
+fn tiny() -> LocalLlm {
+    load(
+        common::tiny_llama_dir().to_str().unwrap(),
+        LocalOptions::default(),
+    )
 }
 
 fn all_linear(r: usize, dropout: f64) -> LoraConfig {
@@ -292,15 +300,13 @@ fn adapters_round_trip_through_peft_files() {
     fresh.load_adapter(dir.path(), false).unwrap();
     assert!(max_diff(&logits(&fresh, &ids), &want) < 1e-6);
     // Through LocalOptions, merged, as --adapter does.
-    let merged = LocalLlm::load(
+    let merged = load(
         common::tiny_llama_dir().to_str().unwrap(),
-        &LocalOptions {
-            q8_decode: false,
+        LocalOptions {
             adapter: Some(dir.path().to_path_buf()),
             ..Default::default()
         },
-    )
-    .unwrap();
+    );
     assert!(max_diff(&logits(&merged, &ids), &want) < 1e-4);
     assert!(
         merged.name().contains("adapter"),
@@ -335,14 +341,7 @@ fn smollm2_with_a_lora_adapter_gives_peft_logits() {
     }
     let fixture: Value =
         serde_json::from_str(include_str!("fixtures/lora-peft-parity.json")).unwrap();
-    let mut llm = LocalLlm::load(
-        common::SMOLLM2,
-        &LocalOptions {
-            q8_decode: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut llm = load(common::SMOLLM2, LocalOptions::default());
     let ids: Vec<u32> = serde_json::from_value(fixture["ids"].clone()).unwrap();
     let prompt = llm
         .render(&[ragtune::llm::Message::user(
@@ -507,14 +506,10 @@ fn train_generate_learns_and_resumes_after_a_kill_to_identical_adapters() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let merged = LocalLlm::load(
+    let merged = load(
         dir.join("merged").to_str().unwrap(),
-        &LocalOptions {
-            q8_decode: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+        LocalOptions::default(),
+    );
     let ids = [5u32, 9, 17, 4];
     assert!(max_diff(&logits(&merged, &ids), &logits(&llm, &ids)) < 1e-4);
 }
@@ -529,14 +524,7 @@ fn smollm2_merged_into_a_hugging_face_folder_computes_the_adapter_model() {
     ) {
         return;
     }
-    let mut llm = LocalLlm::load(
-        common::SMOLLM2,
-        &LocalOptions {
-            q8_decode: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let mut llm = load(common::SMOLLM2, LocalOptions::default());
     llm.model_mut()
         .add_lora(&LoraConfig {
             target_modules: vec!["all-linear".into()],
@@ -547,14 +535,7 @@ fn smollm2_merged_into_a_hugging_face_folder_computes_the_adapter_model() {
         .unwrap();
     let tmp = tempfile::tempdir().unwrap();
     llm.save_merged(tmp.path()).unwrap();
-    let back = LocalLlm::load(
-        tmp.path().to_str().unwrap(),
-        &LocalOptions {
-            q8_decode: false,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let back = load(tmp.path().to_str().unwrap(), LocalOptions::default());
     let ids = llm.encode("The capital of France is").unwrap();
     assert_eq!(
         back.encode("The capital of France is").unwrap(),
@@ -580,15 +561,13 @@ fn a_quantized_base_keeps_its_blocks_and_the_dense_logits() {
         return;
     }
     let load = |quantized_base| {
-        LocalLlm::load(
+        load(
             common::SMOLLM2,
-            &LocalOptions {
-                q8_decode: false,
+            LocalOptions {
                 quantized_base,
                 ..Default::default()
             },
         )
-        .unwrap()
     };
     let (dense, quant) = (load(false), load(true));
     let ids = dense.encode("Name three primary colours.").unwrap();
