@@ -304,6 +304,14 @@ fn teacher_answers_with_invented_quotes_are_regenerated_then_dropped() {
     assert_eq!(set.summary.regenerated, 4 + 1);
     assert_eq!(set.summary.dropped, 1);
     assert_eq!(set.examples.len(), 5);
+    assert_eq!(
+        (
+            set.summary.examples,
+            set.summary.with_oracle,
+            set.summary.train
+        ),
+        (5, 5, 5)
+    );
     assert!(set
         .examples
         .iter()

@@ -553,16 +553,13 @@ pub fn build(
             random_fill,
         });
     }
-    summary.examples = examples.len();
-    summary.with_oracle = examples.iter().filter(|e| e.oracle_present).count();
-    summary.without_oracle = summary.examples - summary.with_oracle;
-    summary.dev = examples.iter().filter(|e| e.split == "dev").count();
-    summary.train = summary.examples - summary.dev;
-    Ok(RaftSet {
+    let mut set = RaftSet {
         examples,
         options: options.clone(),
         summary,
-    })
+    };
+    set.recount();
+    Ok(set)
 }
 
 impl RaftSet {
@@ -673,8 +670,18 @@ impl RaftSet {
             i += 1;
             keep
         });
-        self.summary.examples = self.examples.len();
+        self.recount();
         Ok(())
+    }
+
+    /// The summary's example counts, from the examples as they are now.
+    fn recount(&mut self) {
+        let s = &mut self.summary;
+        s.examples = self.examples.len();
+        s.with_oracle = self.examples.iter().filter(|e| e.oracle_present).count();
+        s.without_oracle = s.examples - s.with_oracle;
+        s.dev = self.examples.iter().filter(|e| e.split == "dev").count();
+        s.train = s.examples - s.dev;
     }
 
     /// The conversation of an example: system (if any), user; with `answer`, the target too.
