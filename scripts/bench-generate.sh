@@ -19,14 +19,7 @@ cd "$(dirname "$0")/.."
 data=${SCIFACT:-../shared/datasets/scifact}
 [ -f "$data/corpus.jsonl" ] || { echo "bench-generate: no $data/corpus.jsonl (set SCIFACT)"; exit 1; }
 [ -n "${REF_PYTHON:-}" ] || { echo "bench-generate: set REF_PYTHON to a venv with torch, transformers, peft, trl, gguf"; exit 1; }
-bash scripts/seed-models.sh >/dev/null
-export HF_HUB_OFFLINE=1
-if [ -n "${RAGTUNE_BIN:-}" ]; then
-  bin=$(realpath "$RAGTUNE_BIN")
-else
-  cargo build --release --quiet
-  bin=$PWD/target/release/ragtune
-fi
+. scripts/bench-lib.sh
 work=${1:-}
 if [ -z "$work" ]; then work=$(mktemp -d); trap 'rm -rf "$work"' EXIT; fi
 mkdir -p "$work"

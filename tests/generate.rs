@@ -333,10 +333,7 @@ fn adapters_round_trip_through_peft_files() {
 /// against PEFT's logits in tests/fixtures/lora-peft-parity.json (scripts/check-lora-parity.py).
 #[test]
 fn smollm2_with_a_lora_adapter_gives_peft_logits() {
-    if common::skip_unless(
-        common::smollm2_seeded(),
-        "SmolLM2-135M-Instruct (scripts/seed-models.sh)",
-    ) {
+    if common::skip_without_smollm2() {
         return;
     }
     let fixture: Value =
@@ -518,10 +515,7 @@ fn train_generate_learns_and_resumes_after_a_kill_to_identical_adapters() {
 /// Hugging Face folder and loaded back through the safetensors path: the same logits.
 #[test]
 fn smollm2_merged_into_a_hugging_face_folder_computes_the_adapter_model() {
-    if common::skip_unless(
-        common::smollm2_seeded(),
-        "SmolLM2-135M-Instruct (scripts/seed-models.sh)",
-    ) {
+    if common::skip_without_smollm2() {
         return;
     }
     let mut llm = load(common::SMOLLM2, LocalOptions::default());
@@ -554,10 +548,7 @@ fn smollm2_merged_into_a_hugging_face_folder_computes_the_adapter_model() {
 /// dequantized f32 base computes.
 #[test]
 fn a_quantized_base_keeps_its_blocks_and_the_dense_logits() {
-    if common::skip_unless(
-        common::smollm2_seeded(),
-        "SmolLM2-135M-Instruct (scripts/seed-models.sh)",
-    ) {
+    if common::skip_without_smollm2() {
         return;
     }
     let load = |quantized_base| {

@@ -146,6 +146,14 @@ pub fn smollm2_seeded() -> bool {
         .is_file()
 }
 
+/// Whether a test that needs SmolLM2 skips (see [`skip_unless`]).
+pub fn skip_without_smollm2() -> bool {
+    skip_unless(
+        smollm2_seeded(),
+        "SmolLM2-135M-Instruct (scripts/seed-models.sh)",
+    )
+}
+
 /// The Hugging Face hub cache folder, as hf-hub finds it.
 fn hub_cache() -> PathBuf {
     std::env::var_os("HF_HUB_CACHE")
