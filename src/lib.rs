@@ -14,6 +14,7 @@ pub mod kernel;
 pub mod llm;
 pub mod mine;
 pub mod models;
+pub mod pipeline;
 pub mod progress;
 pub mod raft;
 pub mod render;

@@ -1,7 +1,7 @@
 //! The Jupyter kernel tested with a real Jupyter client: tests/kernel/test_kernel.py drives
 //! `ragtune kernel` through jupyter_client and nbclient (outputs, errors, completion, interrupt,
 //! a forged message, shutdown) and, where SciFact and the real model are at hand, executes
-//! examples/embeddings.ipynb end to end.
+//! examples/embeddings.ipynb end to end, and examples/pipeline.ipynb with quick settings.
 //!
 //! Python comes from `RAGTUNE_PYTHON` (CI points it at a venv with jupyter_client, nbclient and
 //! nbformat), else `python3`.
@@ -46,6 +46,15 @@ fn a_real_jupyter_client_drives_the_kernel() {
                 "SciFact and the seeded MiniLM (to execute examples/embeddings.ipynb)",
             );
         }
+    }
+    if !common::skip_unless(
+        common::minilm_seeded() && common::smollm2_seeded(),
+        "the seeded MiniLM and SmolLM2 (to execute examples/pipeline.ipynb)",
+    ) {
+        command.env(
+            "RAGTUNE_PIPELINE_NOTEBOOK",
+            root.join("examples/pipeline.ipynb"),
+        );
     }
     let out = command
         .output()

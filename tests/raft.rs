@@ -278,6 +278,7 @@ impl ChatModel for Scripted {
                     finish_reason: FinishReason::Stop,
                     prompt_tokens: 0,
                     completion_tokens: 0,
+                    rag: None,
                 })
             })
             .collect()

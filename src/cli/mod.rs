@@ -7,6 +7,7 @@ mod eval;
 mod generate;
 mod kernel;
 mod mine;
+mod pipeline;
 mod raft;
 mod repl;
 mod rerank;
@@ -59,6 +60,13 @@ enum Command {
     Raft(raft::RaftCommand),
     /// Fold a LoRA adapter into its base and save a Hugging Face model folder.
     Merge(serve::MergeArgs),
+    /// The three stages end to end: documents -> tuned embedder, reranker and generator -> base
+    /// vs tuned, stage by stage.
+    Pipeline(pipeline::PipelineArgs),
+    /// Ask a pipeline's tuned query engine: retrieve, rerank, answer with verified quotes.
+    Ask(pipeline::AskArgs),
+    /// Measure a pipeline on your questions and say which stage to tune.
+    Diagnose(pipeline::DiagnoseArgs),
     /// An interactive session (the same language and bindings as recipes).
     Repl(repl::ReplArgs),
     /// The Jupyter kernel, or `kernel install` to register it with Jupyter.
@@ -79,6 +87,9 @@ pub fn main() -> Result<()> {
         Command::Serve(args) => serve::run(args),
         Command::Merge(args) => serve::merge(args),
         Command::Raft(cmd) => raft::run(cmd),
+        Command::Pipeline(args) => pipeline::run(args),
+        Command::Ask(args) => pipeline::ask(args),
+        Command::Diagnose(args) => pipeline::run_diagnose(args),
         Command::Repl(args) => repl::run(args),
         Command::Kernel(args) => kernel::run(args),
     }

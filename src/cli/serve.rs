@@ -36,21 +36,39 @@ pub struct ServeArgs {
     /// A PEFT LoRA adapter folder to load onto the model, merged into its weights.
     #[arg(long)]
     adapter: Option<PathBuf>,
+    /// Serve a pipeline's query engine instead (from `ragtune pipeline`): each request's last
+    /// user message is retrieved, reranked and answered; the response's `rag` field holds
+    /// `quotes` ({text, verified, doc_ids, chunk_ids}), `final_answer` and `documents`.
+    #[arg(long, conflicts_with_all = ["adapter"])]
+    pipeline: Option<PathBuf>,
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let id = args.model.strip_prefix("local:").unwrap_or(&args.model);
-    let model = LocalLlm::load(
-        id,
-        &LocalOptions {
-            max_batch: args.max_batch,
-            q8_decode: !args.f32_decode,
-            adapter: args.adapter.clone(),
-            ..Default::default()
-        },
-    )?;
+    let (id, model): (String, std::sync::Arc<dyn ragtune::llm::ChatModel>) = match &args.pipeline {
+        Some(dir) => {
+            let rag = ragtune::pipeline::rag::Rag::open(dir, None, true, true)?;
+            let name = format!("rag:{}", dir.display());
+            (
+                name.clone(),
+                std::sync::Arc::new(ragtune::pipeline::rag::RagChat { rag, name }),
+            )
+        }
+        None => {
+            let id = args.model.strip_prefix("local:").unwrap_or(&args.model);
+            let model = LocalLlm::load(
+                id,
+                &LocalOptions {
+                    max_batch: args.max_batch,
+                    q8_decode: !args.f32_decode,
+                    adapter: args.adapter.clone(),
+                    ..Default::default()
+                },
+            )?;
+            (id.to_string(), std::sync::Arc::new(model))
+        }
+    };
     let server = Server::start(
-        std::sync::Arc::new(model),
+        model,
         &ServeOptions {
             host: args.host,
             port: args.port,

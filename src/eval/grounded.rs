@@ -147,6 +147,30 @@ pub fn quote_hits(quote: &str, sentence: &str) -> bool {
     (s.contains(&q) && 2 * word_count(&q) >= word_count(&s)) || q.contains(&s)
 }
 
+/// The quotes of `output` that count as evidence (at least [`MIN_QUOTE_WORDS`] words), and how
+/// many of them occur in `context` (whitespace-normalised).
+pub fn counted_quotes(output: &str, context: &str) -> (Vec<String>, usize) {
+    let context = normalize_space(context);
+    let counted: Vec<String> = quotes::quotes(output)
+        .into_iter()
+        .filter(|q| word_count(q) >= MIN_QUOTE_WORDS)
+        .collect();
+    let real = counted
+        .iter()
+        .filter(|q| context.contains(&normalize_space(q)))
+        .count();
+    (counted, real)
+}
+
+/// Quote faithfulness of one answer: real counted quotes over counted quotes; 0 without any.
+pub fn faithfulness(counted: usize, real: usize) -> f64 {
+    if counted == 0 {
+        0.0
+    } else {
+        real as f64 / counted as f64
+    }
+}
+
 fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
@@ -272,22 +296,10 @@ pub fn score(items: &[GroundedItem], labels: &[String]) -> GroundedMetrics {
     let (mut faith, mut precision, mut recall) = (vec![], vec![], vec![]);
     let (mut total, mut invented) = (0usize, 0usize);
     for i in items {
-        let context = normalize_space(&i.context);
-        let counted: Vec<String> = quotes::quotes(&i.output)
-            .into_iter()
-            .filter(|q| word_count(q) >= MIN_QUOTE_WORDS)
-            .collect();
-        let real = counted
-            .iter()
-            .filter(|q| context.contains(&normalize_space(q)))
-            .count();
+        let (counted, real) = counted_quotes(&i.output, &i.context);
         total += counted.len();
         invented += counted.len() - real;
-        faith.push(if counted.is_empty() {
-            0.0
-        } else {
-            real as f64 / counted.len() as f64
-        });
+        faith.push(faithfulness(counted.len(), real));
         if !i.evidence.is_empty() {
             let hitting = counted
                 .iter()

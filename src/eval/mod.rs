@@ -4,6 +4,7 @@
 
 pub mod grounded;
 pub mod metrics;
+pub mod paired;
 pub mod rerank;
 pub mod retrieval;
 pub mod search;

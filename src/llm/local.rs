@@ -554,6 +554,7 @@ impl<'a> Row<'a> {
             finish_reason: self.reason.unwrap_or(FinishReason::Length),
             prompt_tokens: self.prompt_tokens,
             completion_tokens: self.generated.len(),
+            rag: None,
         })
     }
 }

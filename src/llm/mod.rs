@@ -115,6 +115,10 @@ pub struct Completion {
     pub finish_reason: FinishReason,
     pub prompt_tokens: usize,
     pub completion_tokens: usize,
+    /// What a query engine adds to its answer (`serve --pipeline`): the quotes, whether each is
+    /// verified, and the documents read; sent as the response's `rag` field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rag: Option<serde_json::Value>,
 }
 
 /// Anything that answers conversations. Many requests go in at once (a local model decodes them

@@ -209,6 +209,7 @@ fn parse_completion(text: &str) -> Result<Completion> {
         },
         prompt_tokens: v["usage"]["prompt_tokens"].as_u64().unwrap_or(0) as usize,
         completion_tokens: v["usage"]["completion_tokens"].as_u64().unwrap_or(0) as usize,
+        rag: v.get("rag").cloned(),
     })
 }
 

@@ -314,7 +314,7 @@ fn parse_request(text: &str) -> Result<(ChatRequest, String)> {
 }
 
 fn completion_body(model: &str, c: &Completion) -> Value {
-    json!({
+    let mut body = json!({
         "id": format!("chatcmpl-{}", uuid::Uuid::new_v4().simple()),
         "object": "chat.completion",
         "created": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
@@ -329,7 +329,11 @@ fn completion_body(model: &str, c: &Completion) -> Value {
             "completion_tokens": c.completion_tokens,
             "total_tokens": c.prompt_tokens + c.completion_tokens,
         },
-    })
+    });
+    if let Some(rag) = &c.rag {
+        body["rag"] = rag.clone();
+    }
+    body
 }
 
 fn error_body(message: &str) -> Value {

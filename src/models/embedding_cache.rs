@@ -56,7 +56,7 @@ impl EmbeddingCache {
 }
 
 /// The model's name, max length and a digest of its weights.
-fn model_key(encoder: &SentenceEncoder) -> Result<String> {
+pub fn model_key(encoder: &SentenceEncoder) -> Result<String> {
     let vars = encoder.varmap.data().lock().expect("varmap lock poisoned");
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();

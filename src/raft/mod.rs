@@ -121,6 +121,42 @@ impl RaftOptions {
         }
         Ok(())
     }
+
+    /// The documents of a context as shown: each cut by `max_sentences` against `question`, then
+    /// numbered through `document_template`.
+    pub fn documents<S: AsRef<str>>(&self, question: &str, texts: &[S]) -> Vec<String> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let text = text.as_ref();
+                let text = match self.max_sentences {
+                    Some(m) => trim(text, question, m),
+                    None => text.to_string(),
+                };
+                self.document_template
+                    .replace("{n}", &(i + 1).to_string())
+                    .replace("{text}", &text)
+            })
+            .collect()
+    }
+
+    /// The user message for `question` over documents already rendered by [`documents`](Self::documents).
+    pub fn prompt(&self, question: &str, documents: &[String]) -> String {
+        self.template
+            .replace("{documents}", &documents.join("\n\n"))
+            .replace("{question}", question)
+    }
+
+    /// The conversation a generator sees: the system prompt (if any), then `prompt`.
+    pub fn messages(&self, prompt: &str) -> Vec<Message> {
+        let mut m = vec![];
+        if let Some(s) = &self.system_prompt {
+            m.push(Message::system(s.clone()));
+        }
+        m.push(Message::user(prompt.to_string()));
+        m
+    }
 }
 
 /// One question with what is known about its answer.
@@ -503,21 +539,13 @@ pub fn build(
             docs.extend(source.oracles.iter().map(|d| (d.as_str(), true)));
         }
         rng.shuffle(&mut docs);
-        let texts: Vec<String> = docs
-            .iter()
-            .enumerate()
-            .map(|(i, (d, _))| {
-                let text = &corpus[index[d]].1;
-                let text = match options.max_sentences {
-                    Some(m) => trim(text, &source.question, m),
-                    None => text.clone(),
-                };
-                options
-                    .document_template
-                    .replace("{n}", &(i + 1).to_string())
-                    .replace("{text}", &text)
-            })
-            .collect();
+        let texts = {
+            let raw: Vec<&str> = docs
+                .iter()
+                .map(|(d, _)| corpus[index[d]].1.as_str())
+                .collect();
+            options.documents(&source.question, &raw)
+        };
         if oracle_present {
             let context = quotes::normalize_space(&texts.join(" "));
             summary.evidence_sentences += source.evidence.len();
@@ -527,10 +555,7 @@ pub fn build(
                 .filter(|s| context.contains(&quotes::normalize_space(s)))
                 .count();
         }
-        let prompt = options
-            .template
-            .replace("{documents}", &texts.join("\n\n"))
-            .replace("{question}", &source.question);
+        let prompt = options.prompt(&source.question, &texts);
         let split = if dev.contains(source.id.as_str()) {
             "dev"
         } else {
@@ -674,8 +699,9 @@ impl RaftSet {
         Ok(())
     }
 
-    /// The summary's example counts, from the examples as they are now.
-    fn recount(&mut self) {
+    /// The summary's example counts, from the examples as they are now (after their splits or
+    /// targets were changed by hand).
+    pub fn recount(&mut self) {
         let s = &mut self.summary;
         s.examples = self.examples.len();
         s.with_oracle = self.examples.iter().filter(|e| e.oracle_present).count();
@@ -686,11 +712,7 @@ impl RaftSet {
 
     /// The conversation of an example: system (if any), user; with `answer`, the target too.
     pub fn messages(&self, ex: &RaftExample, answer: bool) -> Vec<Message> {
-        let mut m = vec![];
-        if let Some(s) = &self.options.system_prompt {
-            m.push(Message::system(s.clone()));
-        }
-        m.push(Message::user(ex.prompt.clone()));
+        let mut m = self.options.messages(&ex.prompt);
         if answer {
             if let Some(a) = &ex.answer {
                 m.push(Message {

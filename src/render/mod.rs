@@ -11,7 +11,7 @@ use crate::eval::RetrievalReport;
 use crate::mine::Mined;
 use crate::train::TrainOutcome;
 
-pub use table::frame_html;
+pub use table::{escape, frame_html};
 
 /// A value's representations, richest last: every value has text; tables add HTML; charts add
 /// plotly JSON (with an HTML fallback).
@@ -261,6 +261,114 @@ impl Render for crate::synth::SynthOutcome {
                 plotly: None,
             },
             Err(e) => Rich::text(format!("{caption}\n(cannot tabulate: {e})")),
+        }
+    }
+}
+
+impl Render for crate::pipeline::evaluate::PipelineComparison {
+    /// Every row (headline metrics are never hidden behind an ellipsis), and the bar chart.
+    fn render(&self) -> Rich {
+        let text = self.to_text();
+        let html = self.to_frame().ok().map(|df| {
+            format!(
+                "{}<p>base: {}<br>tuned: {}<br>difference: mean of per-question differences, 95% paired-bootstrap interval</p>",
+                frame_html(&df, Some("Pipeline, stage by stage: base vs tuned")),
+                escape(&self.base),
+                escape(&self.tuned)
+            )
+        });
+        Rich {
+            text,
+            html,
+            plotly: None,
+        }
+    }
+}
+
+impl Render for crate::pipeline::PipelineOutcome {
+    fn render(&self) -> Rich {
+        let rows: Vec<(String, String)> = self
+            .stages
+            .iter()
+            .map(|s| {
+                (
+                    s.stage.clone(),
+                    format!("{} in {:.1} s: {}", s.status, s.seconds, s.figures),
+                )
+            })
+            .collect();
+        let mut html =
+            table::key_value_html(&format!("Pipeline in {}", self.output.display()), &rows);
+        if let Some(c) = &self.comparison {
+            if let Some(h) = c.render().html {
+                html.push_str(&h);
+            }
+        }
+        Rich {
+            text: self.to_text(),
+            html: Some(html),
+            plotly: None,
+        }
+    }
+}
+
+impl Render for crate::pipeline::rag::RagAnswer {
+    fn render(&self) -> Rich {
+        let mut html = format!(
+            "<div class=\"ragtune-answer\"><p><b>{}</b></p><p>{}</p>",
+            escape(&self.question),
+            escape(self.answer.as_deref().unwrap_or("(retrieval only)")).replace('\n', "<br>")
+        );
+        if !self.quotes.is_empty() {
+            html.push_str("<ul>");
+            for q in &self.quotes {
+                html.push_str(&format!(
+                    "<li>{} “{}” {}</li>",
+                    if q.verified {
+                        "✓"
+                    } else {
+                        "✗ not in the documents"
+                    },
+                    escape(&q.text),
+                    escape(&q.doc_ids.join(", "))
+                ));
+            }
+            html.push_str("</ul>");
+        }
+        let rows: Vec<(String, String)> = self
+            .passages
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("{}. {}", i + 1, p.doc_id), p.text.clone()))
+            .collect();
+        html.push_str(&table::key_value_html("documents read", &rows));
+        html.push_str("</div>");
+        Rich {
+            text: self.to_text(),
+            html: Some(html),
+            plotly: None,
+        }
+    }
+}
+
+impl Render for crate::pipeline::diagnose::Diagnosis {
+    fn render(&self) -> Rich {
+        let rows: Vec<(String, String)> = self
+            .checks
+            .iter()
+            .map(|c| {
+                (
+                    format!("{} {}", if c.passed { "✓" } else { "✗" }, c.name),
+                    format!("{} (threshold {})", c.measured, c.threshold),
+                )
+            })
+            .collect();
+        let mut html = table::key_value_html("Diagnosis", &rows);
+        html.push_str(&format!("<p>{}</p>", escape(&self.advice)));
+        Rich {
+            text: self.to_text(),
+            html: Some(html),
+            plotly: None,
         }
     }
 }

@@ -307,7 +307,7 @@ mod tests {
         assert!(c.matches.contains(&"debug".to_string()));
         // After a dot: methods and properties, not free functions.
         let c = complete("data.co", 7, &vars);
-        assert_eq!(c.matches, vec!["column", "columns", "corpus"]);
+        assert_eq!(c.matches, vec!["column", "columns", "comparison", "corpus"]);
         // Inside the options map of train(): TrainConfig keys and the run's own.
         let code = "train(\"m\", pairs, #{output: \"o\", ep";
         let c = complete(code, code.len(), &vars);

@@ -103,6 +103,26 @@ pub struct Raft(pub Arc<crate::raft::RaftSet>);
 #[derive(Clone)]
 pub struct GroundedEval(pub Arc<crate::eval::grounded::GroundedReport>);
 
+/// A finished pipeline run: its stages and the base vs tuned comparison.
+#[derive(Clone)]
+pub struct PipelineRun(pub Arc<crate::pipeline::PipelineOutcome>);
+
+/// A query engine: retriever, reranker, generator over a chunk index.
+#[derive(Clone)]
+pub struct RagEngine(pub Arc<crate::pipeline::rag::Rag>);
+
+/// A question answered by a query engine, with its quotes checked.
+#[derive(Clone)]
+pub struct RagAnswer(pub Arc<crate::pipeline::rag::RagAnswer>);
+
+/// Two pipelines, stage by stage.
+#[derive(Clone)]
+pub struct PipelineCompare(pub Arc<crate::pipeline::evaluate::PipelineComparison>);
+
+/// Which stage to tune, with the figures behind it.
+#[derive(Clone)]
+pub struct Diagnosis(pub Arc<crate::pipeline::diagnose::Diagnosis>);
+
 /// A language model (local or behind an OpenAI-compatible server).
 #[derive(Clone)]
 pub struct Llm(pub Arc<dyn crate::llm::ChatModel>);
@@ -133,6 +153,21 @@ pub fn rich(value: &Dynamic) -> Rich {
     }
     if let Some(v) = value.read_lock::<GroundedEval>() {
         return v.0.render();
+    }
+    if let Some(v) = value.read_lock::<PipelineRun>() {
+        return v.0.render();
+    }
+    if let Some(v) = value.read_lock::<RagAnswer>() {
+        return v.0.render();
+    }
+    if let Some(v) = value.read_lock::<PipelineCompare>() {
+        return v.0.render();
+    }
+    if let Some(v) = value.read_lock::<Diagnosis>() {
+        return v.0.render();
+    }
+    if let Some(v) = value.read_lock::<RagEngine>() {
+        return Rich::text(v.to_string());
     }
     if let Some(v) = value.read_lock::<Reranker>() {
         return Rich::text(v.to_string());
@@ -186,7 +221,32 @@ display_as_rendered!(
     TrainRun => |v| v.outcome.render(),
     MinedNegatives => |v| v.0.render(),
     Synthetic => |v| v.outcome.render(),
+    PipelineRun => |v| v.0.render(),
+    RagAnswer => |v| v.0.render(),
+    PipelineCompare => |v| v.0.render(),
+    Diagnosis => |v| v.0.render(),
 );
+
+impl std::fmt::Display for RagEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = &self.0;
+        write!(
+            f,
+            "Rag({} chunks of {} documents; embedder {}; reranker {}; generator {}; top {} -> {})",
+            r.index.texts.len(),
+            r.documents(),
+            r.encoder.name(),
+            r.reranker
+                .as_ref()
+                .map_or("none".to_string(), |x| x.name().to_string()),
+            r.generator
+                .as_ref()
+                .map_or("none".to_string(), |g| g.name().to_string()),
+            r.options.retrieve_k,
+            r.options.rerank_k
+        )
+    }
+}
 
 impl std::fmt::Display for Llm {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

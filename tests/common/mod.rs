@@ -191,6 +191,17 @@ pub fn skip_unless(available: bool, what: &str) -> bool {
         panic!("{what} is required (RAGTUNE_REQUIRE_REAL=1) but missing");
     }
     eprintln!("SKIPPED: {what} is not available");
+    // scripts/test.sh prints these after the run, so a skip shows in the summary.
+    let test = std::thread::current().name().unwrap_or("?").to_string();
+    let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped.txt");
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+    {
+        use std::io::Write;
+        let _ = writeln!(f, "{test}: {what} is not available");
+    }
     true
 }
 

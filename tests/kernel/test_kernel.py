@@ -4,6 +4,8 @@ Run by tests/kernel.rs, which builds the binary and passes:
   RAGTUNE_BIN       the ragtune executable to install as a kernel
   RAGTUNE_APIARY    recipes/data/apiary (a small BEIR folder)
   RAGTUNE_NOTEBOOK  optional: a notebook to execute end to end (examples/embeddings.ipynb)
+  RAGTUNE_PIPELINE_NOTEBOOK  optional: examples/pipeline.ipynb, executed with PIPELINE_QUICK=1 on
+                    a 60-passage sample
 Exits non-zero on the first failed check, printing what it saw.
 """
 
@@ -177,6 +179,29 @@ if example:
     out_path = os.environ.get("RAGTUNE_NOTEBOOK_OUT")
     if out_path:
         nbformat.write(nb, out_path)
+
+# The pipeline notebook, quick settings, on a sample of the bundled passages.
+pipeline = os.environ.get("RAGTUNE_PIPELINE_NOTEBOOK")
+if pipeline:
+    nb = nbformat.read(pipeline, as_version=4)
+    started = time.time()
+    workdir = tempfile.mkdtemp(prefix="ragtune-pipeline-")
+    with open(os.path.join(APIARY, "corpus.jsonl")) as f:
+        sample = [next(f) for _ in range(60)]
+    with open(os.path.join(workdir, "corpus.jsonl"), "w") as f:
+        f.writelines(sample)
+    os.environ.update({"PIPELINE_QUICK": "1", "PIPELINE_DOCS": os.path.join(workdir, "corpus.jsonl"),
+                       "PIPELINE_EVAL": APIARY, "PIPELINE_OUTPUT": os.path.join(workdir, "run")})
+    NotebookClient(nb, timeout=1200, kernel_name="ragtune",
+                   resources={"metadata": {"path": workdir}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    mimes = {m for o in outputs for m in o.get("data", {})}
+    check("text/html" in mimes and "application/vnd.plotly.v1+json" in mimes,
+          f"pipeline notebook ran ({time.time() - started:.0f} s): tables and plots", sorted(mimes))
+    html = " ".join(o.get("data", {}).get("text/html", "") for o in outputs)
+    check("recall@20" in html and "precision@5" in html, "pipeline notebook: every comparison row shown", html[:2000])
+    check("recommendation" in " ".join(o.get("data", {}).get("text/plain", "") for o in outputs) or "Diagnosis" in html,
+          "pipeline notebook: a diagnosis", html[-2000:])
 
 # Clean shutdown: the kernel answers and exits by itself with status 0.
 kc.shutdown()  # on the control channel, as jupyter_client >= 7 sends it

@@ -127,6 +127,17 @@ pub fn option_keys(context: &str) -> Vec<String> {
             .map(|k| k.to_string())
             .chain(keys::<crate::eval::grounded::GroundedOptions>())
             .collect(),
+        "pipeline" => pipeline::RUN_KEYS
+            .iter()
+            .map(|k| k.to_string())
+            .chain(keys::<crate::pipeline::PipelineConfig>())
+            .collect(),
+        "diagnose" => pipeline::QUESTION_KEYS
+            .iter()
+            .map(|k| k.to_string())
+            .chain(keys::<crate::pipeline::diagnose::DiagnoseThresholds>())
+            .collect(),
+        "compare_pipelines" => vec!["split".into(), "limit".into()],
         "load_reranker" => keys::<crate::models::CrossEncoderOptions>(),
         "evaluate_reranker" => keys::<crate::eval::RerankEvalOptions>(),
         "loss" => keys::<crate::train::LossConfig>(),
@@ -183,6 +194,7 @@ macro_rules! bind {
 
 // After the macro, so that these modules can use it.
 mod mine;
+mod pipeline;
 mod raft;
 mod rerank;
 mod synth;
@@ -258,6 +270,7 @@ fn register_all(r: &mut Registry, output: Arc<dyn Output>) {
     mine::register(r);
     rerank::register(r);
     raft::register(r);
+    pipeline::register(r);
     synth::register(r);
     register_session(r, output);
     bind!(
