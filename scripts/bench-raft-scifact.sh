@@ -19,8 +19,8 @@
 #     (the title runs into it) and the MAX_SENTENCES (1) sentence sharing the most words with the
 #     claim — the same cut for base and tuned; the build reports how many rationale sentences
 #     survive it. Prompts are ~300–500 tokens (with 2 sentences most exceeded 512).
-#  3. LoRA (r 16, alpha 32, q/k/v/o, dropout 0.05, lr 2e-4 cosine, batch 4, 1 epoch, max_length
-#     512) on the bundled SmolLM2-135M-Instruct Q4_1 GGUF;
+#  3. LoRA (r 16, alpha 32, q/k/v/o, dropout 0.05, lr LR (2e-4) cosine, batch 4, 1 epoch,
+#     max_length 512) on the bundled SmolLM2-135M-Instruct Q4_1 GGUF;
 #  4. `eval grounded`: both models answer every evaluation prompt greedily (MAX_TOKENS, 64), scored for
 #     verdict accuracy, macro-F1 (beside the majority-class baseline), forced-choice accuracy
 #     (SUPPORT vs CONTRADICT by log-probability after the model's reasoning), format adherence,
@@ -71,7 +71,7 @@ fi
 train() { # train NAME DATA
   if [ ! -f "$work/$1/adapter_model.safetensors" ]; then
     say "3. LoRA on $(wc -l < "$2") examples -> $work/$1"
-    "$bin" train generate --model "$llm" --data "$2" --epochs 1 --batch-size 4 --max-length 512 \
+    "$bin" train generate --model "$llm" --data "$2" --epochs 1 --batch-size 4 --max-length 512 --lr "${LR:-2e-4}" \
       --save-steps 20 --resume --output "$work/$1" > "$work/$1.json" 2> "$work/$1.log"
   fi
 }

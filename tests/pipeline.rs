@@ -89,10 +89,7 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[test]
 fn killed_run_resumes_its_stage_and_a_changed_setting_reruns_only_what_follows() {
-    if common::skip_unless(
-        common::minilm_seeded(),
-        "all-MiniLM-L6-v2 (scripts/seed-models.sh)",
-    ) {
+    if common::skip_without_minilm() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -136,6 +133,7 @@ fn killed_run_resumes_its_stage_and_a_changed_setting_reruns_only_what_follows()
             ("data", "skipped"),
             ("embed", "resumed"),
             ("rerank", "ran"),
+            ("index", "ran"),
             ("eval", "ran")
         ])
     );
@@ -171,6 +169,7 @@ fn killed_run_resumes_its_stage_and_a_changed_setting_reruns_only_what_follows()
             ("data", "skipped"),
             ("embed", "skipped"),
             ("rerank", "ran"),
+            ("index", "skipped"),
             ("eval", "ran")
         ])
     );
@@ -244,10 +243,7 @@ fn apiary_chunks() -> polars::prelude::DataFrame {
 
 #[test]
 fn ask_marks_quotes_from_the_documents_read_and_traces_them() {
-    if common::skip_unless(
-        common::minilm_seeded(),
-        "all-MiniLM-L6-v2 (scripts/seed-models.sh)",
-    ) {
+    if common::skip_without_minilm() {
         return;
     }
     let rag = Rag::from_parts(
@@ -280,10 +276,7 @@ fn ask_marks_quotes_from_the_documents_read_and_traces_them() {
 
 #[test]
 fn diagnose_says_a_tiny_corpus_will_not_pay_and_shows_its_figures() {
-    if common::skip_unless(
-        common::minilm_seeded(),
-        "all-MiniLM-L6-v2 (scripts/seed-models.sh)",
-    ) {
+    if common::skip_without_minilm() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

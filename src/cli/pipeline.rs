@@ -170,13 +170,19 @@ pub struct AskArgs {
     /// Retrieve and rerank only.
     #[arg(long)]
     no_generate: bool,
+    /// Questions answered together (1: each alone, as a user asking one at a time).
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Print the answers as JSON (answer, quotes with `verified` and `doc_ids`, passages, timings).
     #[arg(long)]
     json: bool,
 }
 
 pub fn ask(args: AskArgs) -> Result<()> {
-    let rag = Rag::open(&args.pipeline, None, !args.no_generate, true)?;
+    let mut rag = Rag::open(&args.pipeline, None, !args.no_generate, true)?;
+    if let Some(b) = args.batch_size {
+        rag.options.batch_size = b.max(1);
+    }
     let answers = rag.ask_many(&args.questions)?;
     for a in &answers {
         if args.json {

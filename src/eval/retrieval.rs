@@ -187,13 +187,25 @@ pub fn compare_models(
         .collect()
 }
 
-/// Side by side: one row per `<metric>@<k>`, one column per report (named by its model), and,
-/// for two reports, a `delta` column (second minus first).
+/// The rows a comparison leads with.
+pub const HEADLINE: [&str; 5] = ["ndcg@10", "mrr@10", "map@100", "recall@100", "accuracy@1"];
+
+/// Side by side: one row per `<metric>@<k>` (headline metrics first, then the rest in name order),
+/// one column per report (named by its model), and, for two reports, a `delta` column (second
+/// minus first).
 pub fn comparison_frame(reports: &[RetrievalReport]) -> Result<DataFrame> {
-    let names: Vec<String> = reports
+    let mut names: Vec<String> = reports
         .first()
         .map(|r| r.metrics.keys().cloned().collect())
         .unwrap_or_default();
+    // The headline metrics first, so a shortened print of the table still shows them.
+    let rank = |n: &str| {
+        HEADLINE
+            .iter()
+            .position(|h| *h == n)
+            .unwrap_or(HEADLINE.len())
+    };
+    names.sort_by_key(|n| rank(n));
     let mut columns = vec![Column::new("metric".into(), names.clone())];
     let mut seen = std::collections::HashSet::new();
     for r in reports {

@@ -325,10 +325,12 @@ fn settings<T: Serialize>(v: &T) -> Value {
     serde_json::to_value(v).expect("settings serialise")
 }
 
-/// The retriever and reranker the generator stage ranks distractors with.
+/// The retriever and reranker the generator stage ranks distractors with, and where the tuned
+/// retriever's chunk index lives (shared with the query engine; checked against the embedder).
 struct Parts {
     embedder: String,
     reranker: Option<String>,
+    index_dir: PathBuf,
 }
 
 /// Runs every stage into `output` (see the module documentation).
@@ -493,6 +495,7 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
                 let parts = Parts {
                     embedder: embedder.clone(),
                     reranker: reranker.clone(),
+                    index_dir: output.join("index"),
                 };
                 train_raft(c, &parts, &chunks, &train_pairs, &val_pairs, dir, resume)
             },
@@ -525,6 +528,18 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
         },
     };
     rag_config.write(output)?;
+    // The query engine's chunk index, built once (kept when the embedder and chunks are the same).
+    let started = Instant::now();
+    let tuned_encoder = SentenceEncoder::load(&embedder, &load)?;
+    let (index, built) =
+        ChunkIndex::open_or_build(&output.join("index"), &tuned_encoder, &chunks, c.progress)?;
+    reports.push(StageReport {
+        stage: "index".into(),
+        status: if built { "ran" } else { "skipped" }.into(),
+        seconds: started.elapsed().as_secs_f64(),
+        figures: json!({"chunks": index.texts.len(), "embedder": rag_config.embedder}),
+    });
+    drop((index, tuned_encoder));
 
     // ── eval: base vs tuned.
     let eval_digest = match &c.eval {
@@ -807,7 +822,7 @@ fn train_raft(
 
     // Distractors as the tuned retriever and reranker rank them.
     let encoder = SentenceEncoder::load(&parts.embedder, &LoadOptions::default())?;
-    let (index, _) = ChunkIndex::open_or_build(&dir.join("index"), &encoder, chunks, c.progress)?;
+    let (index, _) = ChunkIndex::open_or_build(&parts.index_dir, &encoder, chunks, c.progress)?;
     let rag = Rag {
         encoder: Arc::new(encoder),
         index: Arc::new(index),
@@ -980,6 +995,7 @@ fn evaluate_pipeline(
 ) -> Result<PipelineComparison> {
     let chunks = read_table(&output.join(&tuned.chunks))?;
     let run = |name: &str,
+               index_dir: &Path,
                embedder: &str,
                reranker: Option<&str>,
                adapter: Option<&Path>|
@@ -989,12 +1005,7 @@ fn evaluate_pipeline(
             questions.len()
         );
         let encoder = SentenceEncoder::load(embedder, &LoadOptions::default())?;
-        let (index, _) = ChunkIndex::open_or_build(
-            &dir.join(format!("index-{name}")),
-            &encoder,
-            &chunks,
-            c.progress,
-        )?;
+        let (index, _) = ChunkIndex::open_or_build(index_dir, &encoder, &chunks, c.progress)?;
         let generator = if c.eval_answers {
             let cfg = RagConfig {
                 adapter: adapter.map(Path::to_path_buf),
@@ -1036,9 +1047,16 @@ fn evaluate_pipeline(
         Ok(scores)
     };
     let resolve = |p: &str| RagConfig::resolve(output, p);
-    let base = run("base", &c.base_embedder, None, None)?;
+    let base = run(
+        "base",
+        &dir.join("index-base"),
+        &c.base_embedder,
+        None,
+        None,
+    )?;
     let tuned_scores = run(
         "tuned",
+        &output.join("index"),
         &resolve(&tuned.embedder),
         tuned.reranker.as_deref().map(resolve).as_deref(),
         tuned.adapter.as_deref(),

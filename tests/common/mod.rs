@@ -146,6 +146,11 @@ pub fn smollm2_seeded() -> bool {
         .is_file()
 }
 
+/// Whether a test that needs the real all-MiniLM-L6-v2 skips (see [`skip_unless`]).
+pub fn skip_without_minilm() -> bool {
+    skip_unless(minilm_seeded(), "all-MiniLM-L6-v2 (scripts/seed-models.sh)")
+}
+
 /// Whether a test that needs SmolLM2 skips (see [`skip_unless`]).
 pub fn skip_without_smollm2() -> bool {
     skip_unless(

@@ -47,7 +47,7 @@ pub(super) fn register(r: &mut Registry) {
          mined with the tuned one → RAFT examples ranked by both, LoRA on `llm` → base vs tuned on `eval` (or the \
          held-out questions). A stage is \"train\", \"off\" or a model to use; an unchanged stage is skipped on a \
          rerun, an interrupted one resumed.",
-        example: "let p = pipeline(\"recipes/data/apiary/corpus.jsonl\", #{output: \"runs/pipeline\", eval: \"recipes/data/apiary\", eval_split: \"test\"}); display(p.comparison())",
+        example: "let p = pipeline(\"recipes/data/apiary/corpus.jsonl\", #{output: \"runs/pipeline\", \"eval\": \"recipes/data/apiary\", eval_split: \"test\"}); display(p.comparison())",
         |docs: &str, mut opts: Map| -> Fallible<PipelineRun> {
             let output = take_string(&mut opts, "output")?
                 .ok_or("pipeline needs `output`, the run's folder")?;
