@@ -350,6 +350,16 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
     for d in &docs {
         digest.text(&d.doc_id).text(&d.title).text(&d.text);
     }
+    if let Some(split) = c.questions.strip_prefix("beir:") {
+        // The split's questions and judgements are inputs too.
+        let folder = beir_folder(&c.docs);
+        for file in [
+            folder.join("queries.jsonl"),
+            folder.join(format!("qrels/{split}.tsv")),
+        ] {
+            digest.text(&std::fs::read_to_string(&file).unwrap_or_default());
+        }
+    }
     let data_key = stage(
         output,
         "data",
@@ -648,11 +658,7 @@ fn make_data(c: &PipelineConfig, docs: &[crate::chunk::Document], dir: &Path) ->
     let (mut queries, mut positives, mut ids) = (vec![], vec![], vec![]);
     let generator;
     if let Some(split) = c.questions.strip_prefix("beir:") {
-        let folder = if c.docs.is_dir() {
-            c.docs.clone()
-        } else {
-            c.docs.parent().map(Path::to_path_buf).unwrap_or_default()
-        };
+        let folder = beir_folder(&c.docs);
         let ds = crate::data::load_beir(&folder, split)
             .with_context(|| format!("questions `{}` need `docs` in a BEIR folder", c.questions))?;
         let qrels = ds.qrels_map()?;
@@ -741,6 +747,15 @@ fn make_data(c: &PipelineConfig, docs: &[crate::chunk::Document], dir: &Path) ->
         json!({"documents": docs.len(), "chunks": chunks.height(), "questions": generator,
               "train_pairs": train.height(), "val_pairs": val.height()}),
     )
+}
+
+/// The BEIR folder `docs` is (a folder) or is in (its `corpus.jsonl`).
+fn beir_folder(docs: &Path) -> PathBuf {
+    if docs.is_dir() {
+        docs.to_path_buf()
+    } else {
+        docs.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
 }
 
 fn open_llm(c: &PipelineConfig, cache: Option<&Path>) -> Result<Arc<dyn ChatModel>> {
