@@ -342,3 +342,58 @@ fn diagnose_says_a_tiny_corpus_will_not_pay_and_shows_its_figures() {
         "{err}"
     );
 }
+
+#[test]
+fn serve_pipeline_returns_quotes_and_documents_in_the_rag_field() {
+    if common::skip_without_minilm() {
+        return;
+    }
+    let rag = Rag::from_parts(
+        &apiary_chunks(),
+        common::MINILM,
+        None,
+        Some(Arc::new(Quoting)),
+        RagOptions::default(),
+        None,
+        false,
+    )
+    .unwrap();
+    let engine = ragtune::pipeline::rag::RagChat {
+        rag,
+        name: "rag:test".into(),
+    };
+    let server = ragtune::llm::serve::Server::start(
+        Arc::new(engine),
+        &ragtune::llm::serve::ServeOptions {
+            port: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let client = ragtune::llm::OpenAiClient::new(
+        "rag:test",
+        &ragtune::llm::OpenAiOptions {
+            base_url: server.base_url(),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let answer = client
+        .chat(&ChatRequest::new(
+            vec![ragtune::llm::Message::user(
+                "How does varroa harm a colony?",
+            )],
+            Default::default(),
+        ))
+        .unwrap();
+    assert!(answer.text.ends_with("##Answer: yes"), "{}", answer.text);
+    let rag = answer.rag.expect("the response's rag field");
+    assert_eq!(rag["final_answer"], "yes");
+    let quotes = rag["quotes"].as_array().unwrap();
+    assert_eq!(quotes.len(), 2);
+    assert_eq!(quotes[0]["verified"], true);
+    assert_eq!(quotes[1]["verified"], false);
+    let documents = rag["documents"].as_array().unwrap();
+    assert_eq!(documents.len(), 5);
+    assert_eq!(quotes[0]["doc_ids"][0], documents[1]["doc_id"]);
+}

@@ -57,12 +57,24 @@ impl EmbeddingCache {
 
 /// The model's name, max length and a digest of its weights.
 pub fn model_key(encoder: &SentenceEncoder) -> Result<String> {
+    digest(encoder, Some(encoder.name()))
+}
+
+/// Max length and a digest of the weights, whatever the folder is called (a pipeline's index
+/// stays valid when the pipeline folder moves).
+pub fn weights_key(encoder: &SentenceEncoder) -> Result<String> {
+    digest(encoder, None)
+}
+
+fn digest(encoder: &SentenceEncoder, name: Option<&str>) -> Result<String> {
     let vars = encoder.varmap.data().lock().expect("varmap lock poisoned");
     let mut names: Vec<&String> = vars.keys().collect();
     names.sort();
     let mut h = Fingerprint::default();
-    h.text(encoder.name())
-        .write(&encoder.max_seq_length.to_le_bytes());
+    if let Some(name) = name {
+        h.text(name);
+    }
+    h.write(&encoder.max_seq_length.to_le_bytes());
     for name in names {
         let sum = vars[name]
             .as_tensor()

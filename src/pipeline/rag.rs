@@ -16,7 +16,7 @@ use crate::data::embeddings::{read_npy, write_npy};
 use crate::data::table::{read_table, require_columns, str_column, write_table};
 use crate::eval::search::{top_k, Hit, SearchOptions};
 use crate::llm::{ChatModel, ChatRequest, GenerationParams};
-use crate::models::embedding_cache::model_key;
+use crate::models::embedding_cache::weights_key;
 use crate::models::pooling::l2_normalize;
 use crate::models::{CrossEncoder, EncodeOptions, PredictOptions, SentenceEncoder};
 use crate::raft::quotes::{self, normalize_space};
@@ -58,7 +58,7 @@ pub struct ChunkIndex {
     pub texts: Vec<String>,
     /// `[chunks, dim]`, L2-normalised.
     pub embeddings: Tensor,
-    /// The encoder's key (name, length and weight digest): an index answers only its encoder.
+    /// The encoder's key (max length and weight digest): an index answers only its encoder.
     pub model_key: String,
 }
 
@@ -97,7 +97,7 @@ impl ChunkIndex {
             doc_ids,
             texts,
             embeddings,
-            model_key: model_key(encoder)?,
+            model_key: weights_key(encoder)?,
         })
     }
 
@@ -165,7 +165,7 @@ impl ChunkIndex {
     ) -> Result<(Self, bool)> {
         if let Some(index) = Self::load(dir)? {
             let same_chunks = str_column(chunks, "chunk_id")? == index.chunk_ids;
-            if index.model_key == model_key(encoder)? && same_chunks {
+            if index.model_key == weights_key(encoder)? && same_chunks {
                 return Ok((index, false));
             }
         }
