@@ -241,12 +241,9 @@ fn apiary_chunks() -> polars::prelude::DataFrame {
     ragtune::chunk::chunk_documents(&docs, &splitter).unwrap()
 }
 
-#[test]
-fn ask_marks_quotes_from_the_documents_read_and_traces_them() {
-    if common::skip_without_minilm() {
-        return;
-    }
-    let rag = Rag::from_parts(
+/// The bundled sample's chunks, the real MiniLM retriever, no reranker, the [`Quoting`] generator.
+fn quoting_rag() -> Rag {
+    Rag::from_parts(
         &apiary_chunks(),
         common::MINILM,
         None,
@@ -255,7 +252,15 @@ fn ask_marks_quotes_from_the_documents_read_and_traces_them() {
         None,
         false,
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn ask_marks_quotes_from_the_documents_read_and_traces_them() {
+    if common::skip_without_minilm() {
+        return;
+    }
+    let rag = quoting_rag();
     let a = rag.ask("How does varroa harm a colony?").unwrap();
     assert_eq!(a.passages.len(), 5);
     assert_eq!(a.quotes.len(), 2);
@@ -348,16 +353,7 @@ fn serve_pipeline_returns_quotes_and_documents_in_the_rag_field() {
     if common::skip_without_minilm() {
         return;
     }
-    let rag = Rag::from_parts(
-        &apiary_chunks(),
-        common::MINILM,
-        None,
-        Some(Arc::new(Quoting)),
-        RagOptions::default(),
-        None,
-        false,
-    )
-    .unwrap();
+    let rag = quoting_rag();
     let engine = ragtune::pipeline::rag::RagChat {
         rag,
         name: "rag:test".into(),
