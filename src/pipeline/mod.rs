@@ -552,11 +552,13 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
     drop((index, tuned_encoder));
 
     // ── eval: base vs tuned.
+    // Read once: the given set is an input of the stage's key (the held-out questions are
+    // covered by the data stage's).
+    let questions = eval_questions(c, &val_pairs)?;
     let eval_digest = match &c.eval {
-        Some(p) => {
-            let qs = evaluate::read_questions(p, c.eval_split.as_deref())?;
+        Some(_) => {
             let mut h = Fingerprint::default();
-            h.text(&serde_json::to_string(&qs)?);
+            h.text(&serde_json::to_string(&questions)?);
             h.hex()
         }
         None => "held-out synthetic questions".into(),
@@ -570,7 +572,6 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
         vec![data_key, embed_key, rerank_key, generate_key, eval_digest],
         &mut reports,
         |dir, _| {
-            let questions = eval_questions(c, &val_pairs)?;
             let cmp = evaluate_pipeline(c, output, &rag_config, &questions, dir)?;
             let figures = serde_json::to_value(&cmp)?;
             comparison = Some(cmp);
@@ -605,14 +606,8 @@ fn validate_reranker(
     chunks: &DataFrame,
     val_pairs: &DataFrame,
 ) -> Result<(f64, f64)> {
-    let questions = eval_questions(
-        &PipelineConfig {
-            eval: None,
-            eval_limit: Some(200),
-            ..c.clone()
-        },
-        val_pairs,
-    )?;
+    let mut questions = held_out_questions(val_pairs)?;
+    questions.truncate(200);
     let rag = Rag::from_parts(
         chunks,
         embedder,
@@ -968,33 +963,41 @@ pub fn best_sentence(text: &str, question: &str) -> String {
         .unwrap_or_else(|| text.trim().to_string())
 }
 
-/// The evaluation questions: the given set, or the held-out synthetic ones (gold: the document
-/// of the chunk each was written for).
+/// The held-out synthetic questions, each once (gold: the document of the chunk it was written
+/// for).
+fn held_out_questions(val_pairs: &DataFrame) -> Result<Vec<EvalQuestion>> {
+    let q = str_column(val_pairs, "query")?;
+    let d = str_column(val_pairs, "doc_id")?;
+    let mut seen = HashSet::new();
+    let qs: Vec<EvalQuestion> = q
+        .into_iter()
+        .zip(d)
+        .filter(|(q, _)| seen.insert(q.clone()))
+        .enumerate()
+        .map(|(i, (question, doc))| EvalQuestion {
+            id: format!("val{i}"),
+            question,
+            doc_ids: vec![doc],
+            answer: None,
+        })
+        .collect();
+    if qs.is_empty() {
+        bail!("the validation split has no questions (raise val_fraction, or set `eval`)");
+    }
+    Ok(qs)
+}
+
+/// The evaluation questions: the given set, or the held-out synthetic ones; at most `eval_limit`.
 fn eval_questions(c: &PipelineConfig, val_pairs: &DataFrame) -> Result<Vec<EvalQuestion>> {
     let mut qs = match &c.eval {
         Some(p) => evaluate::read_questions(p, c.eval_split.as_deref())?,
-        None => {
-            let q = str_column(val_pairs, "query")?;
-            let d = str_column(val_pairs, "doc_id")?;
-            let mut seen = HashSet::new();
-            q.into_iter()
-                .zip(d)
-                .filter(|(q, _)| seen.insert(q.clone()))
-                .enumerate()
-                .map(|(i, (question, doc))| EvalQuestion {
-                    id: format!("val{i}"),
-                    question,
-                    doc_ids: vec![doc],
-                    answer: None,
-                })
-                .collect()
-        }
+        None => held_out_questions(val_pairs)?,
     };
     if let Some(n) = c.eval_limit {
         qs.truncate(n);
     }
     if qs.is_empty() {
-        bail!("no evaluation questions (the validation split is empty; set `eval`)");
+        bail!("no evaluation questions (eval_limit is 0)");
     }
     Ok(qs)
 }
