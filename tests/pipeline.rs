@@ -71,7 +71,8 @@ fn statuses(outcome: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-fn run(args: &[String]) -> Value {
+/// Runs `ragtune` with `args`, which must succeed, and parses its JSON output.
+fn run<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Value {
     let out = Command::new(BIN).args(args).output().unwrap();
     assert!(
         out.status.success(),
@@ -175,23 +176,14 @@ fn killed_run_resumes_its_stage_and_a_changed_setting_reruns_only_what_follows()
     );
 
     // The query engine answers from the pipeline's index (retrieval only here).
-    let out_ask = Command::new(BIN)
-        .args([
-            "ask",
-            "--pipeline",
-            out.to_str().unwrap(),
-            "--no-generate",
-            "--json",
-        ])
-        .arg("What do worker bees do?")
-        .output()
-        .unwrap();
-    assert!(
-        out_ask.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out_ask.stderr)
-    );
-    let answer: Value = serde_json::from_slice(&out_ask.stdout).unwrap();
+    let answer = run(&[
+        "ask",
+        "--pipeline",
+        out.to_str().unwrap(),
+        "--no-generate",
+        "--json",
+        "What do worker bees do?",
+    ]);
     assert_eq!(answer["passages"].as_array().unwrap().len(), 5);
     assert_eq!(answer["retrieved"].as_array().unwrap().len(), 20);
     assert!(
@@ -293,18 +285,14 @@ fn diagnose_says_a_tiny_corpus_will_not_pay_and_shows_its_figures() {
          {\"question\": \"How do workers divide their labour?\", \"doc_ids\": [\"ap002\"]}\n",
     )
     .unwrap();
-    let out = Command::new(BIN)
-        .args(["diagnose", "--docs", docs.to_str().unwrap(), "--eval"])
-        .arg(&questions)
-        .arg("--json")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let diagnose = [
+        "diagnose",
+        "--docs",
+        docs.to_str().unwrap(),
+        "--eval",
+        questions.to_str().unwrap(),
+    ];
+    let d = run(&[&diagnose[..], &["--json"]].concat());
     assert_eq!(d["recommendation"], "too_few_documents");
     assert_eq!(d["figures"]["documents"], 30);
     assert_eq!(d["figures"]["questions"], 2);
@@ -314,18 +302,7 @@ fn diagnose_says_a_tiny_corpus_will_not_pay_and_shows_its_figures() {
         .contains("30 documents"));
 
     // With the threshold lowered the walk goes on to retrieval, on measured recall.
-    let out = Command::new(BIN)
-        .args(["diagnose", "--docs", docs.to_str().unwrap(), "--eval"])
-        .arg(&questions)
-        .args(["--set", "min_documents=10", "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let d: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let d = run(&[&diagnose[..], &["--set", "min_documents=10", "--json"]].concat());
     assert_ne!(d["recommendation"], "too_few_documents");
     let recall = d["figures"]["recall_at_k"].as_f64().unwrap();
     assert!((0.0..=1.0).contains(&recall));
@@ -336,11 +313,7 @@ fn diagnose_says_a_tiny_corpus_will_not_pay_and_shows_its_figures() {
 
     // Bad input names the file and line.
     std::fs::write(&questions, "{\"question\": \"x\"}\n").unwrap();
-    let out = Command::new(BIN)
-        .args(["diagnose", "--docs", docs.to_str().unwrap(), "--eval"])
-        .arg(&questions)
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(diagnose).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("questions.jsonl:1") && err.contains("doc_ids"),
