@@ -688,3 +688,25 @@ fn accumulated_micro_batches_average_over_all_label_tokens() {
         assert!(d < 1e-4, "{name}: {d}");
     }
 }
+
+// The same checks through candle's composed ops: the path CUDA takes (see `common::through_composed_ops`).
+
+#[test]
+fn every_adapter_matrix_gets_the_finite_difference_gradient_and_the_base_none_through_composed_ops()
+{
+    common::through_composed_ops(
+        every_adapter_matrix_gets_the_finite_difference_gradient_and_the_base_none,
+    );
+}
+
+#[test]
+fn smollm2_with_a_lora_adapter_gives_peft_logits_through_composed_ops() {
+    common::through_composed_ops(smollm2_with_a_lora_adapter_gives_peft_logits);
+}
+
+#[test]
+fn train_generate_learns_and_resumes_after_a_kill_to_identical_adapters_through_composed_ops() {
+    common::through_composed_ops(
+        train_generate_learns_and_resumes_after_a_kill_to_identical_adapters,
+    );
+}

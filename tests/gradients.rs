@@ -224,3 +224,20 @@ fn llama_kernels_match_composed_ops_forward_and_backward() {
         assert!(diff(&grad_of(&ours, &probe, &x), &grad_of(&want, &probe, &x)) < 1e-12);
     }
 }
+
+// The same checks through candle's composed ops: the path CUDA takes (see `common::through_composed_ops`).
+
+#[test]
+fn every_weight_gets_the_finite_difference_gradient_through_composed_ops() {
+    common::through_composed_ops(every_weight_gets_the_finite_difference_gradient);
+}
+
+#[test]
+fn train_and_infer_modes_compute_the_same_function_through_composed_ops() {
+    common::through_composed_ops(train_and_infer_modes_compute_the_same_function);
+}
+
+#[test]
+fn padding_does_not_change_an_embedding_through_composed_ops() {
+    common::through_composed_ops(padding_does_not_change_an_embedding);
+}

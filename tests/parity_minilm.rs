@@ -81,3 +81,10 @@ fn minilm_matches_sentence_transformers() {
         }
     }
 }
+
+// The same checks through candle's composed ops: the path CUDA takes (see `common::through_composed_ops`).
+
+#[test]
+fn minilm_matches_sentence_transformers_through_composed_ops() {
+    common::through_composed_ops(minilm_matches_sentence_transformers);
+}

@@ -683,3 +683,25 @@ fn mining_rescores_with_a_cross_encoder_when_scores_are_compared() {
         .iter()
         .all(|s| (0.0..=0.99).contains(s)));
 }
+
+// The same checks through candle's composed ops: the path CUDA takes (see `common::through_composed_ops`).
+
+#[test]
+fn minilm_cross_encoder_matches_sentence_transformers_through_composed_ops() {
+    common::through_composed_ops(minilm_cross_encoder_matches_sentence_transformers);
+}
+
+#[test]
+fn every_cross_encoder_weight_gets_the_finite_difference_gradient_through_composed_ops() {
+    common::through_composed_ops(every_cross_encoder_weight_gets_the_finite_difference_gradient);
+}
+
+#[test]
+fn gradient_caching_gives_the_direct_loss_and_gradients_through_composed_ops() {
+    common::through_composed_ops(gradient_caching_gives_the_direct_loss_and_gradients);
+}
+
+#[test]
+fn sigkill_then_resume_reaches_the_uninterrupted_weights_through_composed_ops() {
+    common::through_composed_ops(sigkill_then_resume_reaches_the_uninterrupted_weights);
+}

@@ -350,3 +350,15 @@ fn sigkill_then_resume_reaches_the_uninterrupted_weights() {
         9,
     );
 }
+
+// The same checks through candle's composed ops: the path CUDA takes (see `common::through_composed_ops`).
+
+#[test]
+fn gradcache_gives_plain_mnrl_loss_and_gradients_through_composed_ops() {
+    common::through_composed_ops(gradcache_gives_plain_mnrl_loss_and_gradients);
+}
+
+#[test]
+fn sigkill_then_resume_reaches_the_uninterrupted_weights_through_composed_ops() {
+    common::through_composed_ops(sigkill_then_resume_reaches_the_uninterrupted_weights);
+}

@@ -28,6 +28,10 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Where models run: cpu, cuda or cuda:N. Default: RAGTUNE_DEVICE, else the first GPU when
+    /// this build has CUDA and one is present, else the CPU.
+    #[arg(long, global = true, value_name = "DEVICE")]
+    device: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -74,7 +78,11 @@ enum Command {
 }
 
 pub fn main() -> Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    if let Some(spec) = &cli.device {
+        ragtune::models::device::set_default(spec)?;
+    }
+    match cli.command {
         Command::Eval(cmd) => eval::run(cmd),
         Command::Encode(args) => encode::run(args),
         Command::Run(args) => run::run(args),

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
@@ -99,7 +99,7 @@ impl LocalLlm {
         if options.max_batch == 0 {
             bail!("max_batch must be at least 1");
         }
-        let device = Device::Cpu;
+        let device = crate::models::device::default_device();
         let parts = if spec.ends_with(".gguf") {
             let path = Path::new(spec);
             let file = if path.is_file() {

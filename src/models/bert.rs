@@ -480,9 +480,10 @@ impl BertModel {
         Ok(x)
     }
 
-    /// Whether [`Self::forward_packed`] can run here (its fused attention is CPU f32 code).
+    /// Whether [`Self::forward_packed`] runs here (its fused attention is CPU f32 code, and
+    /// [`super::kernels`] may ask for the composed path instead).
     pub fn supports_packed(&self) -> bool {
-        self.device().is_cpu() && self.dtype() == DType::F32
+        super::kernels::applies_to(self.device(), self.dtype(), &[DType::F32])
     }
 
     pub fn dtype(&self) -> DType {

@@ -338,10 +338,12 @@ impl SentenceEncoder {
         let encodings = self.tokenize(texts)?;
         let passes = self.plan_passes(&encodings, options.batch_size.max(1));
         let progress = Progress::new(texts.len() as u64, "encoding", options.progress);
+        // Decided once, here: the passes may run on other threads.
+        let packed = self.bert.supports_packed();
         let run = |pass: &Vec<usize>| -> Result<(Vec<Vec<f32>>, usize)> {
             crate::interrupt::check()?;
             let group: Vec<&Encoding> = pass.iter().map(|&i| &encodings[i]).collect();
-            let (emb, computed) = if self.bert.supports_packed() {
+            let (emb, computed) = if packed {
                 (
                     self.embed_packed(&group)?,
                     group.iter().map(|e| e.get_ids().len()).sum(),
@@ -359,7 +361,7 @@ impl SentenceEncoder {
         // On the CPU, passes run concurrently: each is a chain of ~50 operations, and running two
         // chains side by side keeps both cores busy where splitting every small operation across
         // them would not. A GPU takes them one after another.
-        let results: Vec<(Vec<Vec<f32>>, usize)> = if self.bert.supports_packed() {
+        let results: Vec<(Vec<Vec<f32>>, usize)> = if packed {
             passes.par_iter().map(run).collect::<Result<_>>()?
         } else {
             passes.iter().map(run).collect::<Result<_>>()?

@@ -66,7 +66,7 @@ impl BaseWeight {
 /// exists in f32 only while the product runs; elsewhere this is candle's matmul on a detached
 /// weight.
 pub fn frozen_matmul(x: &Tensor, w: &BaseWeight) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
+    if super::kernels::applies(x, &[DType::F32]) {
         return Ok(x.contiguous()?.apply_op1(FrozenLinear(w.clone()))?);
     }
     Ok(x.matmul(&w.dense()?.detach().t()?)?)

@@ -9,6 +9,7 @@ pub mod embedding_cache;
 pub mod encoder;
 pub mod fused;
 pub mod hub;
+pub mod kernels;
 pub mod llama;
 pub mod lora;
 pub mod peft;

@@ -91,8 +91,9 @@ macro_rules! by_dtype {
 }
 pub(super) use by_dtype;
 
+/// Whether the CPU kernels below run for `t` ([`super::kernels`] decides).
 pub(super) fn uses_kernels(t: &Tensor) -> bool {
-    t.device().is_cpu() && matches!(t.dtype(), DType::F32 | DType::F64)
+    super::kernels::applies(t, &[DType::F32, DType::F64])
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -81,16 +81,19 @@ impl Grads {
         Ok(())
     }
 
-    /// The global L2 norm over all gradients.
+    /// The global L2 norm over all gradients, read back from the device once (not once per
+    /// parameter: on a GPU each read is a synchronisation).
     pub fn norm(&self) -> Result<f64> {
-        let mut total = 0f64;
-        for g in self.0.iter().flatten() {
-            total += g
-                .to_dtype(candle_core::DType::F64)?
-                .sqr()?
-                .sum_all()?
-                .to_scalar::<f64>()?;
+        let squares = self
+            .0
+            .iter()
+            .flatten()
+            .map(|g| g.to_dtype(candle_core::DType::F64)?.sqr()?.sum_all())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        if squares.is_empty() {
+            return Ok(0.0);
         }
+        let total = Tensor::stack(&squares, 0)?.sum_all()?.to_scalar::<f64>()?;
         Ok(total.sqrt())
     }
 

@@ -210,6 +210,13 @@ pub fn skip_unless(available: bool, what: &str) -> bool {
     true
 }
 
+/// Runs a test through candle's composed ops, the path CUDA takes, instead of ragtune's CPU
+/// kernels (`ragtune::models::kernels`); CLI runs started by the test inherit the choice.
+pub fn through_composed_ops(test: fn()) {
+    use ragtune::models::kernels::{with, Kernels};
+    with(Kernels::Portable, test)
+}
+
 /// The largest element-wise difference between two tensors of the same shape.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     let a: Vec<f32> = a
@@ -273,14 +280,21 @@ pub fn kill_resume_matches_whole_run_of(
     use std::time::{Duration, Instant};
     let bin = env!("CARGO_BIN_EXE_ragtune");
     let (whole, killed) = (dir.join("whole"), dir.join("killed"));
-    let out = Command::new(bin).args(args(&whole)).output().unwrap();
+    // The runs take the calling test's kernels (see `through_composed_ops`).
+    let kernels = ragtune::models::kernels::active().name();
+    let ragtune = || {
+        let mut c = Command::new(bin);
+        c.env("RAGTUNE_KERNELS", kernels);
+        c
+    };
+    let out = ragtune().args(args(&whole)).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
 
-    let mut child = Command::new(bin)
+    let mut child = ragtune()
         .args(args(&killed))
         .stderr(Stdio::null())
         .stdout(Stdio::null())
@@ -310,7 +324,7 @@ pub fn kill_resume_matches_whole_run_of(
 
     let mut resumed = args(&killed);
     resumed.push("--resume".into());
-    let out = Command::new(bin).args(&resumed).output().unwrap();
+    let out = ragtune().args(&resumed).output().unwrap();
     assert!(
         out.status.success(),
         "{}",

@@ -526,6 +526,27 @@ fn any_value(v: &polars::prelude::AnyValue) -> Dynamic {
 fn register_models(r: &mut Registry) {
     bind!(
         r,
+        "set_device",
+        "set_device(device: String) -> String",
+        "Where models loaded from now on run: \"cpu\", \"cuda\" or \"cuda:N\" (as `--device`). \
+         Asking for CUDA from a build without it, or for a missing GPU, is an error.",
+        example: "set_device(\"cpu\")",
+        |spec: &str| -> Fallible<String> {
+            crate::models::device::set_default(spec)
+                .map(|d| crate::models::device::name(&d))
+                .map_err(fail)
+        },
+    );
+    bind!(
+        r,
+        "device",
+        "device() -> String",
+        "The device models load onto now (\"cpu\" or \"cuda:N\").",
+        example: "print(device())",
+        || crate::models::device::name(&crate::models::device::default_device()),
+    );
+    bind!(
+        r,
         "load_encoder",
         "load_encoder(model: String) -> Encoder",
         "Loads a sentence encoder from a local folder or a hub id (owner/name[@revision]).",

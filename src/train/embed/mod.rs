@@ -148,7 +148,7 @@ impl TrainTask for EmbedTask<'_> {
             dev: t.dev.map(|d| d.name.clone()),
             defaults: TrainConfig::default(),
             outcome,
-            device: format!("{:?}", t.encoder.device()),
+            device: crate::models::device::name(t.encoder.device()),
         }
     }
 }

@@ -317,7 +317,7 @@ impl TrainTask for GenerateTask<'_> {
             dev: self.dev.map(|s| format!("{} ({} examples)", s.origin, s.examples.len())),
             defaults: TrainConfig::generate(),
             outcome,
-            device: format!("{:?}", self.llm.model().device()),
+            device: crate::models::device::name(self.llm.model().device()),
         }
     }
 }

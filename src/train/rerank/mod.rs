@@ -236,7 +236,7 @@ impl TrainTask for RerankTask<'_> {
             dev: t.dev.map(|c| format!("{} (top {} of {})", c.name, t.dev_options.top_k, c.retriever)),
             defaults: TrainConfig::rerank(),
             outcome,
-            device: format!("{:?}", t.model.device()),
+            device: crate::models::device::name(t.model.device()),
         }
     }
 }
