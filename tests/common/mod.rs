@@ -176,7 +176,15 @@ fn hub_cache() -> PathBuf {
 
 /// The tiny random Llama of tests/fixtures/tiny-llama (scripts/make-tiny-llama.py).
 pub fn tiny_llama_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama")
+    repo().join("tests/fixtures/tiny-llama")
+}
+
+/// The repository: `RAGTUNE_REPO` where a test binary runs away from where it was built (a
+/// device machine), else the one it was built in.
+pub fn repo() -> PathBuf {
+    std::env::var_os("RAGTUNE_REPO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
 /// The Python that drives Jupyter in tests: `RAGTUNE_PYTHON` (CI's venv), else `python3`.
@@ -195,8 +203,14 @@ pub fn skip_unless(available: bool, what: &str) -> bool {
     if std::env::var("RAGTUNE_REQUIRE_REAL").is_ok_and(|v| v == "1") {
         panic!("{what} is required (RAGTUNE_REQUIRE_REAL=1) but missing");
     }
-    eprintln!("SKIPPED: {what} is not available");
-    // scripts/test.sh prints these after the run, so a skip shows in the summary.
+    record_skip(&format!("{what} is not available"));
+    true
+}
+
+/// Says that the running test is skipped and why, on stderr and in the list scripts/test.sh
+/// prints after the run (so a skip shows in the summary).
+pub fn record_skip(why: &str) {
+    eprintln!("SKIPPED: {why}");
     let test = std::thread::current().name().unwrap_or("?").to_string();
     let log = Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped.txt");
     if let Ok(mut f) = std::fs::OpenOptions::new()
@@ -205,9 +219,8 @@ pub fn skip_unless(available: bool, what: &str) -> bool {
         .open(log)
     {
         use std::io::Write;
-        let _ = writeln!(f, "{test}: {what} is not available");
+        let _ = writeln!(f, "{test}: {why}");
     }
-    true
 }
 
 /// Runs a test through candle's composed ops, the path CUDA takes, instead of ragtune's CPU
