@@ -70,6 +70,15 @@ impl Progress {
         self.bar.set_message(message);
     }
 
+    /// A line on stderr above the bar (which a plain `eprintln!` would tear).
+    pub fn println(&self, line: String) {
+        if self.bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            self.bar.println(line);
+        }
+    }
+
     pub fn set_position(&self, position: u64) {
         self.bar.set_position(position);
         self.report(false);

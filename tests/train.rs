@@ -362,3 +362,99 @@ fn gradcache_gives_plain_mnrl_loss_and_gradients_through_composed_ops() {
 fn sigkill_then_resume_reaches_the_uninterrupted_weights_through_composed_ops() {
     common::through_composed_ops(sigkill_then_resume_reaches_the_uninterrupted_weights);
 }
+
+/// Mixed precision: bf16 and f16 products give an MNRL loss and f32 gradients close to f32's
+/// (bf16 keeps 8 bits of mantissa, f16 11), through the composed ops CUDA runs.
+#[test]
+fn mixed_precision_steps_give_f32_gradients_close_to_f32() {
+    use ragtune::models::precision::{autocast, Precision};
+    common::through_composed_ops(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        let encoder = tiny_encoder(tmp.path(), DType::F32);
+        let params = Params::from_varmap(&encoder.varmap, |_| false);
+        let data = triplets(6);
+        let batch = data.batch(&(0..6).collect::<Vec<_>>());
+        let (loss, _) = LossConfig::named(LossName::Mnrl)
+            .build(&LoadOptions::default())
+            .unwrap();
+        let (exact, reference) =
+            loss_and_grads(&encoder, &params, loss.as_ref(), &batch, None).unwrap();
+        let largest = reference
+            .0
+            .iter()
+            .flatten()
+            .map(|g| {
+                g.abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+            })
+            .fold(0f32, f32::max);
+        for (precision, scale, tolerance) in
+            [(Precision::Bf16, 1.0, 3e-2), (Precision::F16, 1024.0, 5e-3)]
+        {
+            let (value, mut grads) = autocast(precision, scale, || {
+                loss_and_grads(&encoder, &params, loss.as_ref(), &batch, None).unwrap()
+            });
+            grads.scale(1.0 / scale).unwrap();
+            assert!(
+                (value - exact).abs() <= tolerance * exact.abs().max(1.0),
+                "{precision:?}: loss {value} vs f32 {exact}"
+            );
+            for (name, (a, b)) in params.names.iter().zip(reference.0.iter().zip(&grads.0)) {
+                let (a, b) = (a.as_ref().unwrap(), b.as_ref().unwrap());
+                assert_eq!(b.dtype(), DType::F32, "{name}: gradients stay f32");
+                // Relative to the tensor's largest gradient, or to 1 % of the largest of all
+                // (the key bias's gradient is zero in exact arithmetic, rounding noise here).
+                let scale = a
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                let scale = scale.max(0.01 * largest);
+                let diff = common::max_abs_diff(a, b);
+                assert!(
+                    diff as f64 <= 2.0 * tolerance * scale as f64,
+                    "{precision:?} {name}: gradients differ by {diff} (scale {scale})"
+                );
+            }
+        }
+    });
+}
+
+/// An f16 run (loss scaling, its scale in the checkpoint) resumes after SIGKILL to the same
+/// weights as an uninterrupted one.
+#[test]
+fn an_f16_run_resumes_after_sigkill_to_the_uninterrupted_weights() {
+    common::through_composed_ops(|| {
+        let tmp = tempfile::tempdir().unwrap();
+        prepare(tmp.path());
+        common::kill_resume_matches_whole_run(
+            tmp.path(),
+            &|output| {
+                let mut args = cli_args(tmp.path(), output);
+                args.extend(["--precision".to_string(), "f16".to_string()]);
+                args
+            },
+            &tmp.path().join("model/model.safetensors"),
+            9,
+        );
+        let state = std::fs::read_to_string(
+            std::fs::read_dir(tmp.path().join("killed/checkpoints"))
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap()
+                .path()
+                .join("trainer_state.json"),
+        );
+        assert!(
+            state.is_ok_and(|s| s.contains("loss_scale")),
+            "the f16 scale is checkpointed"
+        );
+    });
+}

@@ -23,11 +23,22 @@ pub struct EncodeArgs {
     column: String,
     #[arg(long, default_value_t = 32)]
     batch_size: usize,
+    /// The weights' and activations' type: f32, or bf16 / f16 (half precision, for CUDA; on the
+    /// CPU they are slower than f32).
+    #[arg(long, default_value = "f32")]
+    dtype: String,
 }
 
 pub fn run(args: EncodeArgs) -> Result<()> {
     let texts = read_texts(&args)?;
-    let encoder = SentenceEncoder::load(&args.model, &LoadOptions::default())?;
+    let dtype = ragtune::models::precision::Precision::parse(&args.dtype)?.dtype();
+    let encoder = SentenceEncoder::load(
+        &args.model,
+        &LoadOptions {
+            dtype,
+            ..Default::default()
+        },
+    )?;
     let options = EncodeOptions {
         batch_size: args.batch_size,
         progress: true,

@@ -66,6 +66,9 @@ pub struct LoopArgs {
     /// Checkpoint every this many steps.
     #[arg(long)]
     save_steps: Option<usize>,
+    /// Matrix products in f32, bf16 or f16 (mixed precision, for CUDA; as bf16=True / fp16=True).
+    #[arg(long)]
+    precision: Option<String>,
     /// Where the model, checkpoints, log, chart and model card go.
     #[arg(long)]
     output: PathBuf,
@@ -107,6 +110,10 @@ impl LoopArgs {
             self.metric_for_best.as_ref().map(|v| json!(v)),
         );
         put("save_steps", self.save_steps.map(|v| json!(v)));
+        if let Some(p) = &self.precision {
+            let p = ragtune::models::precision::Precision::parse(p)?;
+            put("precision", Some(json!(p.name())));
+        }
         base.overlay(set)
             .map_err(|e| anyhow::anyhow!("training flags: {e}"))
     }

@@ -125,10 +125,7 @@ pub(crate) fn linear(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let dims = x.dims().to_vec();
     let in_dim = *dims.last().expect("linear input has a last dim");
     let rows = x.elem_count() / in_dim;
-    let y = x
-        .reshape((rows, in_dim))?
-        .matmul(&w.t()?)?
-        .broadcast_add(b)?;
+    let y = super::precision::matmul(&x.reshape((rows, in_dim))?, &w.t()?)?.broadcast_add(b)?;
     let mut out_dims = dims;
     *out_dims.last_mut().unwrap() = w.dim(0)?;
     y.reshape(out_dims)
@@ -311,14 +308,16 @@ impl Layer {
         let k = split_heads(self.key.forward(x, mode)?)?;
         let v = split_heads(self.value.forward(x, mode)?)?;
         let scale = 1.0 / (head_dim as f64).sqrt();
+        use super::precision::matmul;
         let probs = match mode {
             Mode::Infer => candle_nn::ops::softmax_last_dim(
-                &(q.matmul(&k.t()?)? * scale)?.broadcast_add(mask_bias)?,
+                &(matmul(&q, &k.t()?)? * scale)?.broadcast_add(mask_bias)?,
             )?,
-            Mode::Train => super::train_ops::masked_softmax(&q.matmul(&k.t()?)?, mask_bias, scale)?,
+            Mode::Train => {
+                super::train_ops::masked_softmax(&matmul(&q, &k.t()?)?, mask_bias, scale)?
+            }
         };
-        probs
-            .matmul(&v)?
+        matmul(&probs, &v)?
             .transpose(1, 2)?
             .reshape((batch, len, hidden))
     }

@@ -278,7 +278,11 @@ impl SentenceEncoder {
 
     /// Sentence embeddings `[batch, dim]` of a padded batch; differentiable in [`Mode::Train`].
     pub fn embed_batch(&self, input_ids: &Tensor, mask: &Tensor, mode: Mode) -> Result<Tensor> {
-        let tokens = self.bert.forward(input_ids, mask, mode)?;
+        let mut tokens = self.bert.forward(input_ids, mask, mode)?;
+        if matches!(tokens.dtype(), DType::BF16 | DType::F16) {
+            // Pooling and normalising sum hundreds of values: in f32, not in half precision.
+            tokens = tokens.to_dtype(DType::F32)?;
+        }
         let pooled = self.pooling.apply(&tokens, mask)?;
         Ok(if self.normalize {
             l2_normalize(&pooled)?

@@ -671,7 +671,8 @@ impl Llama {
                 .reshape((b, kv_heads, groups * s, hd))?;
             let k = k.transpose(1, 2)?.contiguous()?;
             let v = v.transpose(1, 2)?.contiguous()?;
-            let scores = (q.matmul(&k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
+            let matmul = super::precision::matmul;
+            let scores = (matmul(&q, &k.t()?.contiguous()?)? * (1.0 / (hd as f64).sqrt()))?;
             let scores = scores
                 .reshape((b, kv_heads, groups, s, s))?
                 .broadcast_add(mask)?;
@@ -681,8 +682,7 @@ impl Llama {
                 groups * s,
                 s,
             ))?;
-            probs
-                .matmul(&v)?
+            matmul(&probs, &v)?
                 .reshape((b, heads, s, hd))?
                 .transpose(1, 2)?
                 .reshape((b, s, heads * hd))?

@@ -69,7 +69,7 @@ pub fn frozen_matmul(x: &Tensor, w: &BaseWeight) -> Result<Tensor> {
     if super::kernels::applies(x, &[DType::F32]) {
         return Ok(x.contiguous()?.apply_op1(FrozenLinear(w.clone()))?);
     }
-    Ok(x.matmul(&w.dense()?.detach().t()?)?)
+    Ok(super::precision::matmul(x, &w.dense()?.detach().t()?)?)
 }
 
 struct FrozenLinear(BaseWeight);
@@ -405,8 +405,8 @@ impl LoraLinear {
                 Some(rng) if a.dropout > 0.0 => dropout(&x2, a.dropout, rng)?,
                 _ => x2.clone(),
             };
-            let low = input.matmul(&a.a.as_tensor().t()?)?;
-            y = (y + (low.matmul(&a.b.as_tensor().t()?)? * a.scale)?)?;
+            let low = super::precision::matmul(&input, &a.a.as_tensor().t()?)?;
+            y = (y + (super::precision::matmul(&low, &a.b.as_tensor().t()?)? * a.scale)?)?;
         }
         *out_dims.last_mut().expect("rank ≥ 1") = y.dim(1)?;
         Ok(y.reshape(out_dims)?)

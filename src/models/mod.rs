@@ -14,6 +14,7 @@ pub mod llama;
 pub mod lora;
 pub mod peft;
 pub mod pooling;
+pub mod precision;
 pub mod save;
 pub mod train_attention;
 pub mod train_ops;

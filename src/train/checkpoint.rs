@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::models::precision::LossScaler;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TrainerState {
     /// Optimizer steps completed.
@@ -24,6 +26,9 @@ pub struct TrainerState {
     pub seconds: f64,
     /// Hash of the settings and data; a resume with other settings is refused.
     pub fingerprint: String,
+    /// The f16 loss scale reached (absent in f32 and bf16 runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub loss_scale: Option<LossScaler>,
 }
 
 pub fn checkpoints_dir(output: &Path) -> PathBuf {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sampler::BatchSampler;
 use super::schedule::Decay;
+use crate::models::precision::Precision;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
@@ -34,6 +35,9 @@ pub struct TrainConfig {
     /// Write a resumable checkpoint every this many steps (and at the end).
     pub save_steps: usize,
     pub progress: bool,
+    /// The type matrix products run in: f32, bf16 or f16 (mixed precision; weights, optimizer
+    /// and gradients stay f32, f16 adds dynamic loss scaling). Meant for CUDA.
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -55,6 +59,7 @@ impl Default for TrainConfig {
             metric_for_best: "ndcg@10".into(),
             save_steps: 50,
             progress: true,
+            precision: Precision::F32,
         }
     }
 }

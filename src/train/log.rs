@@ -20,6 +20,9 @@ pub enum LogEntry {
         lr: f64,
         grad_norm: f64,
         seconds: f64,
+        /// An f16 step whose gradients overflowed: not applied (the loss scale was halved).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        skipped: bool,
     },
     Eval {
         step: usize,

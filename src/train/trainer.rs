@@ -21,6 +21,7 @@ use super::schedule::Schedule;
 use super::task::TrainTask;
 use crate::eval::metrics::MetricValues;
 use crate::fingerprint::Fingerprint;
+use crate::models::precision::{self, LossScaler, Precision};
 use crate::progress::Progress;
 
 /// What a finished run reports.
@@ -99,12 +100,15 @@ impl Fit<'_> {
         let mut best = None;
         let mut seconds = 0.0;
         let mut resumed_from = None;
+        let mut scaler = LossScaler::new(config.precision);
         let mut log = match checkpoint::latest(output)? {
             Some((dir, state)) if resume => {
                 checkpoint::check_fingerprint(&state, &fingerprint, &dir)?;
                 task.load_weights(&dir.join("model.safetensors"))
                     .with_context(|| format!("restoring weights from {}", dir.display()))?;
-                optimizer.load(&dir.join("optimizer.safetensors"), state.step)?;
+                scaler = state.loss_scale.unwrap_or(scaler);
+                // Steps skipped for f16 overflow did not move the optimizer.
+                optimizer.load(&dir.join("optimizer.safetensors"), state.step - scaler.skipped)?;
                 (start, best, seconds, resumed_from) = (state.step, state.best, state.seconds, Some(state.step));
                 eprintln!("resuming from {} (step {} of {total})", dir.display(), state.step);
                 TrainLog::resume(&log_path, state.log_lines)?
@@ -132,6 +136,7 @@ impl Fit<'_> {
                                best: Option<(f64, usize)>,
                                log_lines: usize,
                                seconds: f64,
+                               scaler: LossScaler,
                                optimizer: &AdamW|
          -> Result<()> {
             let state = TrainerState {
@@ -141,6 +146,7 @@ impl Fit<'_> {
                 log_lines,
                 seconds,
                 fingerprint: fingerprint.clone(),
+                loss_scale: (config.precision == Precision::F16).then_some(scaler),
             };
             checkpoint::save(output, &state, |dir| {
                 task.save_weights(&dir.join("model.safetensors"))?;
@@ -151,7 +157,7 @@ impl Fit<'_> {
             if crate::interrupt::requested() {
                 // Stop between steps, keeping the work done so far: `resume` continues from here.
                 if step > start {
-                    save_checkpoint(step, best, log.entries.len(), seconds, &optimizer)?;
+                    save_checkpoint(step, best, log.entries.len(), seconds, scaler, &optimizer)?;
                 }
                 progress.finish();
                 return Err(
@@ -168,9 +174,10 @@ impl Fit<'_> {
             let mut grads = Grads(vec![None; params.len()]);
             let (mut loss_sum, mut weight_sum, mut tokens) = (0.0, 0.0, 0);
             for (_, rows) in micro {
-                let out = task
-                    .step(&params, rows, step)
-                    .with_context(|| format!("training step {}", step + 1))?;
+                let out = precision::autocast(config.precision, scaler.scale, || {
+                    task.step(&params, rows, step)
+                })
+                .with_context(|| format!("training step {}", step + 1))?;
                 if !out.loss.is_finite() {
                     bail!(
                         "training step {}: the loss is {}; lower the learning rate",
@@ -187,12 +194,24 @@ impl Fit<'_> {
                 weight_sum += out.weight;
                 grads.accumulate(g)?;
             }
-            if weight_sum != 1.0 && weight_sum > 0.0 {
-                grads.scale(1.0 / weight_sum)?;
+            // Averaged over the micro-batches, and the f16 loss scale taken out.
+            let divide = weight_sum.max(f64::MIN_POSITIVE) * scaler.scale;
+            if divide != 1.0 && weight_sum > 0.0 {
+                grads.scale(1.0 / divide)?;
             }
             let grad_norm = grads.clip(config.max_grad_norm)?;
             let lr = schedule.lr_at(step);
-            optimizer.step(&grads, lr)?;
+            let applied = scaler.update(config.precision, grad_norm.is_finite());
+            if applied || config.precision != Precision::F16 {
+                optimizer.step(&grads, lr)?;
+            } else {
+                progress.println(format!(
+                    "step {}: f16 gradients overflowed; step skipped, loss scale now {}",
+                    step + 1,
+                    scaler.scale
+                ));
+            }
+            let skipped = !applied && config.precision == Precision::F16;
             let step_loss = loss_sum / weight_sum.max(f64::MIN_POSITIVE);
             let took = began.elapsed().as_secs_f64();
             seconds += took;
@@ -201,8 +220,9 @@ impl Fit<'_> {
                 epoch: micro[0].0,
                 loss: step_loss,
                 lr,
-                grad_norm,
+                grad_norm: if skipped { 0.0 } else { grad_norm },
                 seconds,
+                skipped,
             })?;
             progress.set_message(if tokens > 0 {
                 format!(
@@ -219,7 +239,7 @@ impl Fit<'_> {
                 self.evaluate(done, &mut log, &mut best)?;
             }
             if done % config.save_steps == 0 || done == total {
-                save_checkpoint(done, best, log.entries.len(), seconds, &optimizer)?;
+                save_checkpoint(done, best, log.entries.len(), seconds, scaler, &optimizer)?;
             }
         }
         progress.finish();
@@ -323,8 +343,13 @@ impl Fit<'_> {
     fn fingerprint(&self) -> Result<String> {
         let mut config = self.config.clone();
         config.progress = false;
+        let mut settings = serde_json::to_value(&config)?;
+        if config.precision == Precision::F32 {
+            // As before precision existed, so that those runs' checkpoints still resume.
+            settings.as_object_mut().map(|m| m.remove("precision"));
+        }
         let mut h = Fingerprint::default();
-        h.text(&serde_json::to_string(&config)?);
+        h.text(&serde_json::to_string(&settings)?);
         self.task.fingerprint(&mut h)?;
         Ok(h.hex())
     }

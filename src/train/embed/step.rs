@@ -45,7 +45,9 @@ fn direct(
         .map(|column| encoder.embed_texts(column, Mode::Train))
         .collect::<Result<_>>()?;
     let value = loss.compute(&embeddings, batch)?;
-    let grads = value.backward().context("back-propagating the loss")?;
+    let grads = crate::models::precision::scale_loss(&value)?
+        .backward()
+        .context("back-propagating the loss")?;
     Ok((scalar(&value)?, Grads::from_store(params, &grads)))
 }
 
@@ -80,7 +82,7 @@ fn cached(
     // (2) The loss and its gradient with respect to every embedding.
     let embeddings: Vec<Tensor> = leaves.iter().map(|v| v.as_tensor().clone()).collect();
     let value = loss.compute(&embeddings, batch)?;
-    let store = value
+    let store = crate::models::precision::scale_loss(&value)?
         .backward()
         .context("back-propagating the loss onto the cached embeddings")?;
     let cached: Vec<Tensor> = leaves

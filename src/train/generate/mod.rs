@@ -193,7 +193,9 @@ impl TrainTask for GenerateTask<'_> {
             .map(|&e| self.data.examples[e].ids.len())
             .sum();
         let loss = (nll / n as f64)?;
-        let grads = loss.backward().context("back-propagating the loss")?;
+        let grads = crate::models::precision::scale_loss(&loss)?
+            .backward()
+            .context("back-propagating the loss")?;
         Ok(StepOutput {
             loss: loss.to_dtype(DType::F64)?.to_scalar::<f64>()?,
             grads: Grads::from_store(params, &grads),

@@ -99,7 +99,9 @@ impl RerankTask<'_> {
         let Some(size) = self.loss.mini_batch_size().filter(|&m| m < refs.len()) else {
             let logits = model.logits(&refs, Mode::Train)?.squeeze(1)?;
             let value = self.loss.compute(&logits, &batch, &pairs)?;
-            let grads = value.backward().context("back-propagating the loss")?;
+            let grads = crate::models::precision::scale_loss(&value)?
+                .backward()
+                .context("back-propagating the loss")?;
             return Ok((scalar(&value)?, Grads::from_store(params, &grads)));
         };
         let size = size.max(1);
@@ -110,7 +112,7 @@ impl RerankTask<'_> {
             .collect::<Result<_>>()?;
         let leaf = Var::from_tensor(&Tensor::cat(&detached, 0)?)?;
         let value = self.loss.compute(leaf.as_tensor(), &batch, &pairs)?;
-        let store = value
+        let store = crate::models::precision::scale_loss(&value)?
             .backward()
             .context("back-propagating the loss onto the logits")?;
         let upstream = match store.get(leaf.as_tensor()) {
