@@ -22,7 +22,9 @@ const TOLERANCE: f32 = 1e-4;
 /// The first GPU, or `None` after recording the skip.
 fn gpu() -> Option<Device> {
     #[cfg(feature = "cuda")]
-    let found = Device::new_cuda(0).map_err(|e| e.to_string());
+    // The first line: candle's driver errors carry a backtrace after it.
+    let found =
+        Device::new_cuda(0).map_err(|e| e.to_string().lines().next().unwrap_or("").to_string());
     #[cfg(not(feature = "cuda"))]
     let found: Result<Device, String> = Err("this build has no CUDA (--features cuda)".into());
     match found {

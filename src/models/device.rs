@@ -32,10 +32,12 @@ pub fn open(spec: &str) -> Result<Device> {
 
 #[cfg(feature = "cuda")]
 fn open_cuda(spec: &str, ordinal: usize) -> Result<Device> {
-    use anyhow::Context;
-    Device::new_cuda(ordinal).with_context(|| {
-        format!(
-            "device `{spec}`: CUDA GPU {ordinal} cannot be opened (is there a GPU and a driver?)"
+    Device::new_cuda(ordinal).map_err(|e| {
+        // candle's driver errors carry a backtrace after the first line: keep the message.
+        let why = e.to_string();
+        let why = why.lines().next().unwrap_or_default();
+        anyhow::anyhow!(
+            "device `{spec}`: CUDA GPU {ordinal} cannot be opened (is there a GPU and a driver?): {why}"
         )
     })
 }

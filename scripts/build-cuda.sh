@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Builds ragtune with `--features cuda` on a machine without a GPU or a CUDA install, for
+# scripts/gpu-check.sh to carry to one: the toolkit from PyPI wheels (scripts/cuda-toolkit.sh),
+# link-time stand-ins for the driver and CUDA libraries (scripts/cuda-stubs.py; the real ones
+# are loaded on the GPU machine), then the `ragtune` binary and the tests/cuda.rs test binary,
+# stripped and xz-compressed into target/gpu-check/.
+#
+#   bash scripts/build-cuda.sh        # CARGO_TARGET_DIR defaults to target/cuda
+set -euo pipefail
+cd "$(dirname "$0")/.."
+eval "$(bash scripts/cuda-toolkit.sh)"
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target/cuda}
+stubs=$CARGO_TARGET_DIR/cuda-stubs
+pack=$PWD/target/gpu-check
+mkdir -p "$stubs" "$pack"
+
+cudarc=$(cargo metadata --format-version 1 --locked --features cuda 2>/dev/null | python3 -c '
+import json, sys
+m = json.load(sys.stdin)
+print(next(p["manifest_path"] for p in m["packages"] if p["name"] == "cudarc"))')
+python3 scripts/cuda-stubs.py "$(dirname "$cudarc")/src" "$stubs"
+ln -sf "$CUDA_HOME/lib/libcudart.so.13" "$stubs/libcudart.so"
+export LIBRARY_PATH=$stubs${LIBRARY_PATH:+:$LIBRARY_PATH}
+
+echo "build-cuda: building ragtune and the CUDA tests (the first build compiles candle's kernels: many minutes)" >&2
+cargo build --locked --features cuda --bin ragtune
+tests=$(cargo test --locked --features cuda --test cuda --no-run --message-format json 2>/dev/null | python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "cuda" and m.get("executable"):
+        print(m["executable"])')
+[ -n "$tests" ] || { echo "build-cuda: no tests/cuda.rs executable was built" >&2; exit 1; }
+
+for pair in "ragtune:$CARGO_TARGET_DIR/debug/ragtune" "cuda-tests:$tests"; do
+  name=${pair%%:*} file=${pair#*:}
+  strip -o "$pack/$name" "$file"
+  xz -T2 -6 -f "$pack/$name"
+  echo "build-cuda: $pack/$name.xz ($(du -h "$pack/$name.xz" | cut -f1))" >&2
+done
