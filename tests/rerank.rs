@@ -577,10 +577,7 @@ fn retriever_and_reranker(dir: &Path) -> (ragtune::SentenceEncoder, CrossEncoder
     (retriever, reranker)
 }
 
-#[test]
-fn reranking_keeps_missed_documents_missed_unless_asked() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (retriever, reranker) = retriever_and_reranker(tmp.path());
+fn tiny_dataset() -> ragtune::data::RetrievalDataset {
     let docs: Vec<ragtune::data::retrieval::Document> = (0..12)
         .map(|i| ragtune::data::retrieval::Document {
             id: format!("d{i}"),
@@ -596,7 +593,14 @@ fn reranking_keeps_missed_documents_missed_unless_asked() {
         ("q1".to_string(), "d3".to_string(), 1i64, "test".to_string()),
         ("q2".into(), "d9".into(), 1, "test".into()),
     ];
-    let dataset = ragtune::data::RetrievalDataset::from_rows("tiny", docs, queries, qrels).unwrap();
+    ragtune::data::RetrievalDataset::from_rows("tiny", docs, queries, qrels).unwrap()
+}
+
+#[test]
+fn reranking_keeps_missed_documents_missed_unless_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (retriever, reranker) = retriever_and_reranker(tmp.path());
+    let dataset = tiny_dataset();
     let options = RerankEvalOptions {
         top_k: 3,
         ks: vec![1, 3],
@@ -644,6 +648,45 @@ fn reranking_keeps_missed_documents_missed_unless_asked() {
     assert_eq!(report.reranked_metrics["recall@4"], 1.0);
     assert_eq!(report.to_frame().unwrap().height(), 12);
     assert!(report.metrics_json()["reranked"]["ndcg@1"].is_number());
+}
+
+/// Fusion with the retriever runs from the reranker's own order (weight 0) to the retriever's
+/// (weight 1), and the curve's ends are those two evaluations.
+#[test]
+fn fusion_runs_from_the_reranker_to_the_retriever() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (retriever, reranker) = retriever_and_reranker(tmp.path());
+    let options = RerankEvalOptions {
+        top_k: 6,
+        ks: vec![1, 3, 10],
+        progress: false,
+        ..Default::default()
+    };
+    let candidates = Candidates::retrieve(&retriever, &tiny_dataset(), &options).unwrap();
+    let plain = evaluate_reranker(&reranker, &candidates, &options).unwrap();
+    let at = |w: f64| {
+        let o = RerankEvalOptions {
+            fusion: Some(w),
+            ..options.clone()
+        };
+        evaluate_reranker(&reranker, &candidates, &o).unwrap()
+    };
+    assert_eq!(at(0.0).reranked_metrics, plain.reranked_metrics);
+    assert_eq!(at(1.0).reranked_metrics, plain.retriever_metrics);
+    let curve = &plain.fusion_curve;
+    assert_eq!(curve.len(), 11);
+    assert_eq!(curve[0], (0.0, plain.reranked_metrics["ndcg@10"]));
+    assert_eq!(curve[10], (1.0, plain.retriever_metrics["ndcg@10"]));
+    assert_eq!(curve[4].1, at(0.4).reranked_metrics["ndcg@10"]);
+    let bad = RerankEvalOptions {
+        fusion: Some(1.5),
+        ..options.clone()
+    };
+    let err = evaluate_reranker(&reranker, &candidates, &bad)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("between 0"), "{err}");
+    assert!(plain.metrics_json()["fusion_curve"].is_array());
 }
 
 #[test]

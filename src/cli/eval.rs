@@ -105,7 +105,13 @@ pub struct RerankArgs {
     /// here (.jsonl/.csv/.tsv/.parquet).
     #[arg(long)]
     output: Option<PathBuf>,
-    /// Print `{"retriever": {…}, "reranked": {…}}` on stdout instead of a table.
+    /// Fuse the reranker with the retriever, this weight on the retriever's standardised score
+    /// (0 = the reranker alone, 1 = the retriever); choose it on held-out queries (the report's
+    /// fusion curve on a validation split), not on the split you report.
+    #[arg(long)]
+    fusion: Option<f64>,
+    /// Print `{"retriever": {…}, "reranked": {…}, "fusion_curve": […]}` on stdout instead of a
+    /// table.
     #[arg(long)]
     json: bool,
 }
@@ -165,6 +171,7 @@ pub fn run(cmd: EvalCommand) -> Result<()> {
             chart: None,
             cache_dir: None,
             output: None,
+            fusion: None,
             json: args.json,
         });
     }
@@ -222,6 +229,7 @@ fn rerank(args: RerankArgs) -> Result<()> {
         batch_size: args.batch_size,
         progress: true,
         cache_dir: args.cache_dir.clone(),
+        fusion: args.fusion,
     };
     let candidates = match (&args.beir, &args.candidates) {
         (Some(dir), None) => {
@@ -269,7 +277,19 @@ fn print_rerank(report: &RerankReport, json: bool) -> Result<()> {
         report.rerank_seconds,
         report.pairs as f64 / report.rerank_seconds.max(1e-9)
     );
+    if let Some(w) = report.fusion {
+        println!("reranked = fused with the retriever, retriever weight {w}");
+    }
     println!("{}", report.headline_frame()?);
+    let curve: Vec<String> = report
+        .fusion_curve
+        .iter()
+        .map(|(w, v)| format!("{w:.1}: {v:.4}"))
+        .collect();
+    println!(
+        "NDCG@10 by fusion weight on this split (0 = reranker, 1 = retriever): {}",
+        curve.join(", ")
+    );
     eprintln!("(every metric at every cut-off: --json)");
     Ok(())
 }

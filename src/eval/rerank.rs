@@ -37,6 +37,9 @@ pub struct RerankEvalOptions {
     /// Keep the retriever's embeddings here: evaluating several rerankers behind the same
     /// retriever encodes the corpus once.
     pub cache_dir: Option<std::path::PathBuf>,
+    /// Fuse the reranker's scores with the retriever's, this weight on the retriever's
+    /// (`models::fusion`; chosen on held-out queries). Unset: the reranker's order alone.
+    pub fusion: Option<f64>,
 }
 
 impl Default for RerankEvalOptions {
@@ -48,6 +51,7 @@ impl Default for RerankEvalOptions {
             batch_size: 32,
             progress: true,
             cache_dir: None,
+            fusion: None,
         }
     }
 }
@@ -329,6 +333,47 @@ impl Candidates {
             .collect())
     }
 
+    /// `reranked` (a run over these candidates) fused with the first-stage scores, `retriever_weight`
+    /// on the latter (`models::fusion`).
+    pub fn fused(&self, reranked: &Run, retriever_weight: f64) -> Run {
+        self.query_ids
+            .iter()
+            .zip(&self.docs)
+            .map(|(q, docs)| {
+                let second: HashMap<&str, f32> = reranked
+                    .get(q)
+                    .map(|r| r.iter().map(|(d, s)| (d.as_str(), *s)).collect())
+                    .unwrap_or_default();
+                let first: Vec<f32> = docs.iter().map(|d| d.2).collect();
+                let other: Vec<f32> = docs
+                    .iter()
+                    .map(|d| {
+                        second
+                            .get(d.0.as_str())
+                            .copied()
+                            .unwrap_or(f32::NEG_INFINITY)
+                    })
+                    .collect();
+                let fused = crate::models::fusion::fuse(&first, &other, retriever_weight);
+                (
+                    q.clone(),
+                    docs.iter().map(|d| d.0.clone()).zip(fused).collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// NDCG@10 of `reranked` fused with the first stage at each of `fusion::WEIGHTS`.
+    pub fn fusion_curve(&self, reranked: &Run) -> Vec<(f64, f64)> {
+        crate::models::fusion::WEIGHTS
+            .iter()
+            .map(|&w| {
+                let m = evaluate_run(&self.fused(reranked, w), &self.qrels, &[10]);
+                (w, m.mean.get("ndcg@10").copied().unwrap_or(0.0))
+            })
+            .collect()
+    }
+
     /// The cross-encoder's ranking of the same candidates as a run.
     pub fn rerank(&self, reranker: &CrossEncoder, options: &RerankEvalOptions) -> Result<Run> {
         let pairs: Vec<(&str, &str)> = self
@@ -376,6 +421,12 @@ pub struct RerankReport {
     pub retriever_metrics: MetricValues,
     pub reranked_metrics: MetricValues,
     pub rerank_seconds: f64,
+    /// The retriever weight the reranked figures fuse with (`None`: the reranker alone).
+    pub fusion: Option<f64>,
+    /// NDCG@10 at each fusion weight (0 = the reranker alone, 1 = the retriever): how much the
+    /// two agree and disagree usefully. Measured on this split: choose a weight on held-out
+    /// queries, not here.
+    pub fusion_curve: Vec<(f64, f64)>,
     /// One row per (query, candidate): ids, texts, both scores and both ranks, for inspection.
     #[serde(skip)]
     pub rows: DataFrame,
@@ -394,7 +445,14 @@ pub fn evaluate_reranker(
     let reranked = candidates.rerank(reranker, options)?;
     let rerank_seconds = start.elapsed().as_secs_f64();
     let retriever = evaluate_run(&candidates.run(), &candidates.qrels, &options.ks);
-    let reranked_scores = evaluate_run(&reranked, &candidates.qrels, &options.ks);
+    if let Some(w) = options.fusion.filter(|w| !(0.0..=1.0).contains(w)) {
+        bail!("fusion weight {w}: must be between 0 (the reranker alone) and 1 (the retriever)");
+    }
+    let order = match options.fusion {
+        Some(w) => candidates.fused(&reranked, w),
+        None => reranked.clone(),
+    };
+    let reranked_scores = evaluate_run(&order, &candidates.qrels, &options.ks);
     let rows = candidates.rows(&reranked)?;
     Ok(RerankReport {
         dataset: candidates.name.clone(),
@@ -406,6 +464,8 @@ pub fn evaluate_reranker(
         retriever_metrics: retriever.mean,
         reranked_metrics: reranked_scores.mean,
         rerank_seconds,
+        fusion: options.fusion,
+        fusion_curve: candidates.fusion_curve(&reranked),
         rows,
     })
 }
@@ -450,7 +510,8 @@ impl RerankReport {
 
     /// `{"retriever": {"ndcg@10": …}, "reranked": {…}}`.
     pub fn metrics_json(&self) -> serde_json::Value {
-        serde_json::json!({"retriever": self.retriever_metrics, "reranked": self.reranked_metrics})
+        serde_json::json!({"retriever": self.retriever_metrics, "reranked": self.reranked_metrics,
+                           "fusion": self.fusion, "fusion_curve": self.fusion_curve})
     }
 
     /// Retriever and reranked as grouped bars of the headline metrics.

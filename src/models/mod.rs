@@ -8,6 +8,7 @@ pub mod device;
 pub mod embedding_cache;
 pub mod encoder;
 pub mod fused;
+pub mod fusion;
 pub mod hub;
 pub mod kernels;
 pub mod llama;

@@ -105,9 +105,13 @@ pub struct PipelineConfig {
     pub base_reranker: String,
     pub rerank_mine: MineOptions,
     pub rerank_train: serde_json::Map<String, Value>,
-    /// Leave the trained reranker out of the tuned pipeline when it lowers NDCG@10 on the
-    /// held-out questions (the stage's manifest records both figures).
+    /// Judge the trained reranker on the held-out questions: fused with the retriever at the
+    /// weight that does best there (`rerank_fusion` unset), and left out of the tuned pipeline
+    /// when no weight beats the retriever alone (the stage's manifest records the figures).
     pub rerank_gate: bool,
+    /// The retriever's weight in the reranked order (`models::fusion`: 0 = the reranker alone,
+    /// 1 = the retriever); unset: chosen on the held-out questions.
+    pub rerank_fusion: Option<f64>,
     pub generate: StageSwitch,
     pub raft: RaftOptions,
     /// Training questions made into RAFT examples (the first ones, in order).
@@ -177,6 +181,7 @@ impl Default for PipelineConfig {
             },
             rerank_train: map(json!({})),
             rerank_gate: true,
+            rerank_fusion: None,
             generate: StageSwitch::Train,
             raft: RaftOptions::default(),
             raft_examples: 200,
@@ -330,6 +335,8 @@ fn settings<T: Serialize>(v: &T) -> Value {
 struct Parts {
     embedder: String,
     reranker: Option<String>,
+    /// The retriever's weight in the reranked order.
+    fusion: f64,
     index_dir: PathBuf,
 }
 
@@ -431,7 +438,7 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
             output,
             "rerank",
             json!({"base": c.base_reranker, "mine": settings(&c.rerank_mine), "train": c.rerank_train,
-                   "gate": c.rerank_gate, "retrieve_k": c.rag.retrieve_k}),
+                   "gate": c.rerank_gate, "fusion": c.rerank_fusion, "retrieve_k": c.rag.retrieve_k}),
             vec![data_key.clone(), embed_key.clone()],
             &mut reports,
             |dir, resume| {
@@ -461,29 +468,54 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
                     dev_options: Default::default(),
                 }
                 .run(&dir.join("model"), resume)?;
-                // Judged on the held-out questions: does reranking beat the tuned retriever's order?
-                let (retriever, reranked) =
+                // Judged on the held-out questions: reranking alone and fused with the retriever
+                // at each weight, against the tuned retriever's order.
+                let curve =
                     validate_reranker(c, &embedder, &dir.join("model"), &chunks, &val_pairs)?;
-                let used = !c.rerank_gate || reranked >= retriever;
-                if !used {
+                let at = |w: f64| crate::models::fusion::sweep_point(&curve, w);
+                let (retriever, reranked) = (at(1.0), at(0.0));
+                let (fusion, fused) = match c.rerank_fusion {
+                    Some(w) => (w, at(w)),
+                    None if c.rerank_gate => crate::models::fusion::best(&curve),
+                    None => (0.0, reranked),
+                };
+                let used = !c.rerank_gate || (fusion < 1.0 && fused > retriever);
+                if used {
                     eprintln!(
-                        "the trained reranker lowers validation NDCG@10 ({retriever:.4} -> {reranked:.4}); \
-                         the tuned pipeline goes without it (set rerank_gate: false to keep it)"
+                        "validation NDCG@10: retriever {retriever:.4}, reranker {reranked:.4}, \
+                         fused (retriever weight {fusion}) {fused:.4}"
+                    );
+                } else {
+                    eprintln!(
+                        "the trained reranker does not raise validation NDCG@10 (retriever {retriever:.4}, \
+                         reranker {reranked:.4}, best fused {fused:.4}); the tuned pipeline goes without it \
+                         (set rerank_gate: false to keep it)"
                     );
                 }
                 Ok(
                     json!({"pairs": mined.frame.height(), "steps": outcome.steps,
                           "final_loss": outcome.final_loss, "train_seconds": outcome.seconds,
                           "val_ndcg10_retriever": retriever, "val_ndcg10_reranked": reranked,
+                          "fusion": fusion, "val_ndcg10_fused": fused, "fusion_curve": curve,
                           "used": used}),
                 )
             },
         )?,
         other => switch_key(other),
     };
-    let reranker_used = read_figures(output, "rerank")
+    let rerank_figures = read_figures(output, "rerank");
+    let reranker_used = rerank_figures
+        .as_ref()
         .and_then(|f| f.get("used").and_then(Value::as_bool))
         .unwrap_or(true);
+    // The weight the stage chose (or was given); a given reranker takes `rerank_fusion` or 0.
+    let fusion = match &c.rerank {
+        StageSwitch::Train => rerank_figures
+            .as_ref()
+            .and_then(|f| f.get("fusion").and_then(Value::as_f64))
+            .unwrap_or(0.0),
+        _ => c.rerank_fusion.unwrap_or(0.0),
+    };
     let reranker = match &c.rerank {
         StageSwitch::Train if !reranker_used => None,
         StageSwitch::Train => Some(output.join("rerank/model").display().to_string()),
@@ -505,6 +537,7 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
                 let parts = Parts {
                     embedder: embedder.clone(),
                     reranker: reranker.clone(),
+                    fusion,
                     index_dir: output.join("index"),
                 };
                 train_raft(c, &parts, &chunks, &train_pairs, &val_pairs, dir, resume)
@@ -534,6 +567,7 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
         adapter: adapter.clone(),
         options: RagOptions {
             prompt: c.raft.clone(),
+            fusion,
             ..c.rag.clone()
         },
     };
@@ -599,13 +633,15 @@ fn read_figures(output: &Path, stage: &str) -> Option<Value> {
 }
 
 /// Validation NDCG@10 of the tuned retriever's order and of the reranked order (top `retrieve_k`).
+/// NDCG@10 on the held-out questions (at most 200) of the reranked order fused with the tuned
+/// retriever's at each of `fusion::WEIGHTS` (0: the reranker alone; 1: the retriever's order).
 fn validate_reranker(
     c: &PipelineConfig,
     embedder: &str,
     reranker: &Path,
     chunks: &DataFrame,
     val_pairs: &DataFrame,
-) -> Result<(f64, f64)> {
+) -> Result<Vec<(f64, f64)>> {
     let mut questions = held_out_questions(val_pairs)?;
     questions.truncate(200);
     let rag = Rag::from_parts(
@@ -617,11 +653,43 @@ fn validate_reranker(
         None,
         c.progress,
     )?;
-    let (_, scores) = evaluate::run(&rag, &questions)?;
-    let n = scores.len() as f64;
-    Ok((
-        scores.iter().map(|s| s.retrieval_ndcg10).sum::<f64>() / n,
-        scores.iter().map(|s| s.reranked_ndcg10).sum::<f64>() / n,
+    let texts: Vec<String> = questions.iter().map(|q| q.question.clone()).collect();
+    let answers = rag.ask_many(&texts)?;
+    let scored: Vec<(Vec<f32>, Vec<f32>)> = answers
+        .iter()
+        .map(|a| {
+            let first = a.retrieved.iter().map(|p| p.retrieval_score).collect();
+            let second = a
+                .retrieved
+                .iter()
+                .map(|p| p.rerank_score.unwrap_or(f32::NEG_INFINITY))
+                .collect();
+            (first, second)
+        })
+        .collect();
+    let mut weights = crate::models::fusion::WEIGHTS.to_vec();
+    if let Some(w) = c.rerank_fusion.filter(|w| !weights.contains(w)) {
+        weights.push(w);
+    }
+    Ok(crate::models::fusion::sweep(
+        &weights,
+        &scored,
+        |i, fused| {
+            let mut order: Vec<usize> = (0..fused.len()).collect();
+            order.sort_by(|&a, &b| fused[b].total_cmp(&fused[a]).then(a.cmp(&b)));
+            let mut seen = HashSet::new();
+            let docs: Vec<&str> = order
+                .iter()
+                .map(|&k| answers[i].retrieved[k].doc_id.as_str())
+                .filter(|d| seen.insert(*d))
+                .collect();
+            let judged: HashMap<String, i64> = questions[i]
+                .doc_ids
+                .iter()
+                .map(|d| (d.clone(), 1))
+                .collect();
+            crate::eval::metrics::query_metrics(&docs, &judged, &[10])["ndcg@10"]
+        },
     ))
 }
 
@@ -846,6 +914,7 @@ fn train_raft(
         generator: None,
         options: RagOptions {
             rerank_k: c.rag.retrieve_k,
+            fusion: parts.fusion,
             ..c.rag.clone()
         },
     };

@@ -37,6 +37,10 @@ pub struct RagOptions {
     pub prompt: RaftOptions,
     /// Questions embedded, reranked and answered together.
     pub batch_size: usize,
+    /// The retriever's weight when the reranker's order is fused with it (`models::fusion`):
+    /// 0 ranks by the reranker alone, 1 keeps the retriever's order. The pipeline chooses it on
+    /// its held-out questions.
+    pub fusion: f64,
 }
 
 impl Default for RagOptions {
@@ -47,6 +51,7 @@ impl Default for RagOptions {
             max_tokens: 256,
             prompt: RaftOptions::default(),
             batch_size: 16,
+            fusion: 0.0,
         }
     }
 }
@@ -190,6 +195,9 @@ pub struct Passage {
     pub retrieval_score: f32,
     /// The reranker's score, when there is a reranker.
     pub rerank_score: Option<f32>,
+    /// The score the reranked order follows: the reranker's, or fused with the retriever's
+    /// (`fusion`); absent without a reranker.
+    pub rank_score: Option<f32>,
 }
 
 /// A quote of an answer: `verified` when it occurs (whitespace-normalised) in a document the
@@ -242,8 +250,8 @@ impl RagAnswer {
     /// once.
     pub fn reranked_docs(&self) -> Vec<&str> {
         let mut order: Vec<&Passage> = self.retrieved.iter().collect();
-        if order.iter().all(|p| p.rerank_score.is_some()) {
-            order.sort_by(|a, b| b.rerank_score.unwrap().total_cmp(&a.rerank_score.unwrap()));
+        if order.iter().all(|p| p.rank_score.is_some()) {
+            order.sort_by(|a, b| b.rank_score.unwrap().total_cmp(&a.rank_score.unwrap()));
         }
         unique(order.iter().map(|p| p.doc_id.as_str()))
     }
@@ -377,6 +385,7 @@ impl Rag {
                         text: self.index.texts[h.doc].clone(),
                         retrieval_score: h.score,
                         rerank_score: None,
+                        rank_score: None,
                     })
                     .collect()
             })
@@ -384,8 +393,9 @@ impl Rag {
         Ok((passages, embed, t.elapsed().as_secs_f64()))
     }
 
-    /// The `rerank_k` passages the generator reads: the reranker's best (each of `retrieved`
-    /// gets its reranker score), or the retriever's first without a reranker.
+    /// The `rerank_k` passages the generator reads: the best by the reranker (fused with the
+    /// retriever by `fusion`; each of `retrieved` gets both scores), or the retriever's first
+    /// without a reranker.
     pub fn rerank(&self, question: &str, retrieved: &mut [Passage]) -> Result<Vec<Passage>> {
         let k = self.options.rerank_k.max(1);
         let Some(reranker) = &self.reranker else {
@@ -404,10 +414,21 @@ impl Rag {
         for &(i, s) in &ranked {
             retrieved[i].rerank_score = Some(s);
         }
-        Ok(ranked
+        let first: Vec<f32> = retrieved.iter().map(|p| p.retrieval_score).collect();
+        let second: Vec<f32> = retrieved
+            .iter()
+            .map(|p| p.rerank_score.unwrap_or(f32::NEG_INFINITY))
+            .collect();
+        let fused = crate::models::fusion::fuse(&first, &second, self.options.fusion);
+        let mut order: Vec<usize> = (0..retrieved.len()).collect();
+        for (p, &s) in retrieved.iter_mut().zip(&fused) {
+            p.rank_score = Some(s);
+        }
+        order.sort_by(|&a, &b| fused[b].total_cmp(&fused[a]).then(a.cmp(&b)));
+        Ok(order
             .into_iter()
             .take(k)
-            .map(|(i, _)| retrieved[i].clone())
+            .map(|i| retrieved[i].clone())
             .collect())
     }
 
