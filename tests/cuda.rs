@@ -66,12 +66,7 @@ fn assert_grads_match(what: &str, names: &[String], cpu: &Grads, gpu: &Grads) {
         match (a, b) {
             (Some(a), Some(b)) => {
                 let b = b.to_device(&Device::Cpu).unwrap();
-                let scale = a.abs().unwrap().max_all().unwrap();
-                let scale = scale
-                    .to_dtype(DType::F32)
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
+                let scale = common::max_abs(a);
                 let diff = common::max_abs_diff(a, &b);
                 assert!(
                     diff <= TOLERANCE * scale.max(1.0),

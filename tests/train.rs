@@ -383,14 +383,7 @@ fn mixed_precision_steps_give_f32_gradients_close_to_f32() {
             .0
             .iter()
             .flatten()
-            .map(|g| {
-                g.abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-            })
+            .map(common::max_abs)
             .fold(0f32, f32::max);
         for (precision, scale, tolerance) in
             [(Precision::Bf16, 1.0, 3e-2), (Precision::F16, 1024.0, 5e-3)]
@@ -408,14 +401,7 @@ fn mixed_precision_steps_give_f32_gradients_close_to_f32() {
                 assert_eq!(b.dtype(), DType::F32, "{name}: gradients stay f32");
                 // Relative to the tensor's largest gradient, or to 1 % of the largest of all
                 // (the key bias's gradient is zero in exact arithmetic, rounding noise here).
-                let scale = a
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                let scale = scale.max(0.01 * largest);
+                let scale = common::max_abs(a).max(0.01 * largest);
                 let diff = common::max_abs_diff(a, b);
                 assert!(
                     diff as f64 <= 2.0 * tolerance * scale as f64,

@@ -472,6 +472,10 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
                 // at each weight, against the tuned retriever's order.
                 let curve =
                     validate_reranker(c, &embedder, &dir.join("model"), &chunks, &val_pairs)?;
+                // The whole curve beside the manifest: validation NDCG@10 by retriever weight.
+                let path = dir.join("fusion.json");
+                std::fs::write(&path, serde_json::to_string(&curve)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
                 let at = |w: f64| crate::models::fusion::sweep_point(&curve, w);
                 let (retriever, reranked) = (at(1.0), at(0.0));
                 let (fusion, fused) = match c.rerank_fusion {
@@ -496,8 +500,7 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
                     json!({"pairs": mined.frame.height(), "steps": outcome.steps,
                           "final_loss": outcome.final_loss, "train_seconds": outcome.seconds,
                           "val_ndcg10_retriever": retriever, "val_ndcg10_reranked": reranked,
-                          "fusion": fusion, "val_ndcg10_fused": fused, "fusion_curve": curve,
-                          "used": used}),
+                          "fusion": fusion, "val_ndcg10_fused": fused, "used": used}),
                 )
             },
         )?,

@@ -230,6 +230,18 @@ pub fn through_composed_ops(test: fn()) {
     with(Kernels::Portable, test)
 }
 
+/// The largest magnitude in a tensor, as f32.
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 /// The largest element-wise difference between two tensors of the same shape.
 pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     let a: Vec<f32> = a
