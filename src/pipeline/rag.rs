@@ -290,9 +290,12 @@ impl RagAnswer {
         }
         out.push_str("\ndocuments:\n");
         for (i, p) in self.passages.iter().enumerate() {
-            let score = match p.rerank_score {
-                Some(s) => format!("rerank {s:.3}"),
-                None => format!("retrieval {:.3}", p.retrieval_score),
+            let score = match (p.rerank_score, p.rank_score) {
+                (Some(s), Some(f)) if f != s => {
+                    format!("retrieval {:.3}, rerank {s:.3}, fused {f:.2}", p.retrieval_score)
+                }
+                (Some(s), _) => format!("rerank {s:.3}"),
+                (None, _) => format!("retrieval {:.3}", p.retrieval_score),
             };
             out.push_str(&format!(
                 "  {}. {} ({}, {score})\n",
