@@ -292,7 +292,10 @@ impl RagAnswer {
         for (i, p) in self.passages.iter().enumerate() {
             let score = match (p.rerank_score, p.rank_score) {
                 (Some(s), Some(f)) if f != s => {
-                    format!("retrieval {:.3}, rerank {s:.3}, fused {f:.2}", p.retrieval_score)
+                    format!(
+                        "retrieval {:.3}, rerank {s:.3}, fused {f:.2}",
+                        p.retrieval_score
+                    )
                 }
                 (Some(s), _) => format!("rerank {s:.3}"),
                 (None, _) => format!("retrieval {:.3}", p.retrieval_score),
