@@ -201,17 +201,18 @@ impl Fit<'_> {
             }
             let grad_norm = grads.clip(config.max_grad_norm)?;
             let lr = schedule.lr_at(step);
-            let applied = scaler.update(config.precision, grad_norm.is_finite());
-            if applied || config.precision != Precision::F16 {
-                optimizer.step(&grads, lr)?;
-            } else {
+            // Only f16 skips a step (its gradients overflowed); f32 and bf16 always apply it.
+            let skipped = config.precision == Precision::F16
+                && !scaler.update(config.precision, grad_norm.is_finite());
+            if skipped {
                 progress.println(format!(
                     "step {}: f16 gradients overflowed; step skipped, loss scale now {}",
                     step + 1,
                     scaler.scale
                 ));
+            } else {
+                optimizer.step(&grads, lr)?;
             }
-            let skipped = !applied && config.precision == Precision::F16;
             let step_loss = loss_sum / weight_sum.max(f64::MIN_POSITIVE);
             let took = began.elapsed().as_secs_f64();
             seconds += took;
