@@ -448,11 +448,14 @@ pub fn evaluate_reranker(
     if let Some(w) = options.fusion.filter(|w| !(0.0..=1.0).contains(w)) {
         bail!("fusion weight {w}: must be between 0 (the reranker alone) and 1 (the retriever)");
     }
-    let order = match options.fusion {
-        Some(w) => candidates.fused(&reranked, w),
-        None => reranked.clone(),
+    let reranked_scores = match options.fusion {
+        Some(w) => evaluate_run(
+            &candidates.fused(&reranked, w),
+            &candidates.qrels,
+            &options.ks,
+        ),
+        None => evaluate_run(&reranked, &candidates.qrels, &options.ks),
     };
-    let reranked_scores = evaluate_run(&order, &candidates.qrels, &options.ks);
     let rows = candidates.rows(&reranked)?;
     Ok(RerankReport {
         dataset: candidates.name.clone(),

@@ -34,6 +34,13 @@ pub fn fuse(retriever: &[f32], reranker: &[f32], retriever_weight: f64) -> Vec<f
         .collect()
 }
 
+/// Candidate indices best first by `scores`; equal scores keep their given (retrieval) order.
+pub fn order(scores: &[f32]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    order
+}
+
 /// For each of `weights` (usually [`WEIGHTS`]), the mean over queries of `metric(query, fused
 /// scores)`; `queries` holds each query's (retriever, reranker) scores.
 pub fn sweep(
@@ -97,6 +104,12 @@ mod tests {
         }
         let retriever_only = fuse(&a, &b, 1.0);
         assert!(retriever_only[0] > retriever_only[1] && retriever_only[1] > retriever_only[2]);
+        assert_eq!(order(&half), vec![1, 0, 2]);
+        assert_eq!(
+            order(&[1.0, 2.0, 1.0]),
+            vec![1, 0, 2],
+            "ties keep their order"
+        );
         // Constant scores do not divide by zero.
         assert_eq!(fuse(&[1.0, 1.0], &[2.0, 2.0], 0.3), vec![0.0, 0.0]);
     }

@@ -678,14 +678,7 @@ fn validate_reranker(
         &weights,
         &scored,
         |i, fused| {
-            let mut order: Vec<usize> = (0..fused.len()).collect();
-            order.sort_by(|&a, &b| fused[b].total_cmp(&fused[a]).then(a.cmp(&b)));
-            let mut seen = HashSet::new();
-            let docs: Vec<&str> = order
-                .iter()
-                .map(|&k| answers[i].retrieved[k].doc_id.as_str())
-                .filter(|d| seen.insert(*d))
-                .collect();
+            let docs = answers[i].docs_ranked_by(fused);
             let judged: HashMap<String, i64> = questions[i]
                 .doc_ids
                 .iter()

@@ -249,11 +249,21 @@ impl RagAnswer {
     /// Documents of the retrieval in the reranker's order (the retriever's without one), each
     /// once.
     pub fn reranked_docs(&self) -> Vec<&str> {
-        let mut order: Vec<&Passage> = self.retrieved.iter().collect();
-        if order.iter().all(|p| p.rank_score.is_some()) {
-            order.sort_by(|a, b| b.rank_score.unwrap().total_cmp(&a.rank_score.unwrap()));
+        match self
+            .retrieved
+            .iter()
+            .map(|p| p.rank_score)
+            .collect::<Option<Vec<f32>>>()
+        {
+            Some(scores) => self.docs_ranked_by(&scores),
+            None => self.retrieved_docs(),
         }
-        unique(order.iter().map(|p| p.doc_id.as_str()))
+    }
+
+    /// Documents of the retrieval ordered by `scores` (one per retrieved passage), each once.
+    pub fn docs_ranked_by(&self, scores: &[f32]) -> Vec<&str> {
+        let order = crate::models::fusion::order(scores);
+        unique(order.iter().map(|&i| self.retrieved[i].doc_id.as_str()))
     }
 
     /// Documents some verified quote came from, each once.
@@ -426,12 +436,10 @@ impl Rag {
             .map(|p| p.rerank_score.unwrap_or(f32::NEG_INFINITY))
             .collect();
         let fused = crate::models::fusion::fuse(&first, &second, self.options.fusion);
-        let mut order: Vec<usize> = (0..retrieved.len()).collect();
         for (p, &s) in retrieved.iter_mut().zip(&fused) {
             p.rank_score = Some(s);
         }
-        order.sort_by(|&a, &b| fused[b].total_cmp(&fused[a]).then(a.cmp(&b)));
-        Ok(order
+        Ok(crate::models::fusion::order(&fused)
             .into_iter()
             .take(k)
             .map(|i| retrieved[i].clone())
