@@ -104,7 +104,13 @@ pub(super) fn uses_kernels(t: &Tensor) -> bool {
 /// Differentiable in `scores`.
 pub fn masked_softmax(scores: &Tensor, mask_bias: &Tensor, scale: f64) -> Result<Tensor> {
     if !uses_kernels(scores) {
-        return candle_nn::ops::softmax(&(scores * scale)?.broadcast_add(mask_bias)?, D::Minus1);
+        // The portable path (CUDA's): candle's fused softmax kernel computes the probabilities
+        // outside the autograd graph, and `WithProbs` hands them on with the softmax's own
+        // gradient. Composed from max, exp, sum and division, the graph held six score-sized
+        // tensors per layer and its backward ran some thirty passes over them.
+        let logits = (scores.detach() * scale)?.broadcast_add(&mask_bias.detach())?;
+        let probs = candle_nn::ops::softmax_last_dim(&logits)?;
+        return scores.apply_op2(&probs, WithProbs { scale });
     }
     scores
         .contiguous()?
@@ -168,6 +174,64 @@ impl CustomOp2 for MaskedSoftmax {
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let g =
             probs.apply_op2_no_bwd(&grad.contiguous()?, &SoftmaxBackward { scale: self.scale })?;
+        Ok((Some(g), None))
+    }
+}
+
+/// `(scores, probs) ↦ probs`, probabilities computed from `scores` elsewhere: the result is a
+/// copy of `probs` whose gradient flows to `scores` as the scaled softmax's does. Works on any
+/// device (a copy of the storage), so the fused kernels of every backend serve the forward pass.
+struct WithProbs {
+    scale: f64,
+}
+
+/// The storage of `probs`, which must be laid out from its start (softmax writes it so).
+fn copy_probs<S: candle_core::backend::BackendStorage>(
+    name: &str,
+    storage: &S,
+    layout: &Layout,
+) -> Result<(S, Shape)> {
+    if !layout.is_contiguous() || layout.start_offset() != 0 {
+        candle_core::bail!("{name}: the probabilities must be contiguous from offset 0");
+    }
+    Ok((storage.try_clone(layout)?, layout.shape().clone()))
+}
+
+impl CustomOp2 for WithProbs {
+    fn name(&self) -> &'static str {
+        "with-softmax-probs"
+    }
+
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        copy_probs(self.name(), s2, l2)
+    }
+
+    fn cuda_fwd(
+        &self,
+        _: &candle_core::CudaStorage,
+        _: &Layout,
+        s2: &candle_core::CudaStorage,
+        l2: &Layout,
+    ) -> Result<(candle_core::CudaStorage, Shape)> {
+        copy_probs(self.name(), s2, l2)
+    }
+
+    fn bwd(
+        &self,
+        _scores: &Tensor,
+        _probs: &Tensor,
+        res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let p = res.detach();
+        let dot = (grad * &p)?.sum_keepdim(D::Minus1)?;
+        let g = (p * grad.broadcast_sub(&dot)?)?.affine(self.scale, 0.0)?;
         Ok((Some(g), None))
     }
 }

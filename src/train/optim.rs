@@ -88,7 +88,17 @@ impl Grads {
             .0
             .iter()
             .flatten()
-            .map(|g| g.to_dtype(candle_core::DType::F64)?.sqr()?.sum_all())
+            // Rows first, then their sums in f64: a reduction of a whole matrix straight to one
+            // value runs in a single GPU block (17 ms a step for MiniLM's embeddings on an H200).
+            .map(|g| {
+                let squares = g.sqr()?;
+                let rows = if squares.rank() >= 2 {
+                    squares.sum_keepdim(candle_core::D::Minus1)?
+                } else {
+                    squares
+                };
+                rows.to_dtype(candle_core::DType::F64)?.sum_all()
+            })
             .collect::<candle_core::Result<Vec<_>>>()?;
         if squares.is_empty() {
             return Ok(0.0);
