@@ -760,6 +760,92 @@ fn reranker_commands_train_score_and_evaluate() {
     .map(String::from));
     let same: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(same, json);
+
+    // A fusion weight chosen on held-out queries (here every query of the split: --fusion-every
+    // 1), saved beside the model, and used by eval rerank unless told otherwise.
+    let fusion_args = [
+        "--fusion-beir",
+        &s(&beir),
+        "--fusion-split",
+        "test",
+        "--fusion-every",
+        "1",
+        "--fusion-top-k",
+        "3",
+    ];
+    let refused = train(&fusion_args);
+    assert!(!refused.status.success());
+    assert_stderr_says(&refused, "leaves no training rows");
+    let other = tmp.path().join("other.jsonl");
+    std::fs::write(
+        &other,
+        [
+            r#"{"anchor": "mites", "positive": "mites in the hive", "label": 1}"#,
+            r#"{"anchor": "mites", "positive": "comb of wax", "label": 0}"#,
+            r#"{"anchor": "the brood", "positive": "the queen and the brood", "label": 1}"#,
+            r#"{"anchor": "how do bees make honey", "positive": "comb of wax", "label": 0}"#,
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let fused = tmp.path().join("fused");
+    let mut args: Vec<String> = [
+        "train",
+        "rerank",
+        "--model",
+        &s(&model),
+        "--data",
+        &s(&other),
+        "--output",
+        &s(&fused),
+        "--max-steps",
+        "1",
+        "--batch-size",
+        "2",
+        "--retriever",
+        &s(&model),
+    ]
+    .map(String::from)
+    .to_vec();
+    args.extend(fusion_args.map(String::from));
+    let out = run(&args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_stderr_says(&out, "2 of 2 queries held out to choose the fusion weight; training rows left out as they ask one: 1");
+    let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let w = outcome["fusion"]["retriever_weight"].as_f64().unwrap();
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(fused.join("fusion.json")).unwrap()).unwrap();
+    assert_eq!(saved, outcome["fusion"]);
+    let eval_fused = |extra: &[&str]| {
+        let mut a: Vec<String> = [
+            "eval",
+            "rerank",
+            "--retriever",
+            &s(&model),
+            "--reranker",
+            &s(&fused),
+            "--beir",
+            &s(&beir),
+            "--split",
+            "test",
+            "--top-k",
+            "3",
+            "--json",
+        ]
+        .map(String::from)
+        .to_vec();
+        a.extend(extra.iter().map(|x| x.to_string()));
+        let out = run(&a);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        out
+    };
+    let out = eval_fused(&[]);
+    assert_stderr_says(&out, "fusing with the retriever at weight");
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["fusion"].as_f64(), Some(w));
+    assert_eq!(json["reranked"]["ndcg@10"], saved["fused_ndcg10"]);
+    let alone: Value = serde_json::from_slice(&eval_fused(&["--fusion", "0"]).stdout).unwrap();
+    assert_eq!(alone["reranked"]["ndcg@10"], saved["reranker_ndcg10"]);
 }
 
 #[test]

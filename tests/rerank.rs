@@ -16,7 +16,7 @@ use ragtune::models::{
     CrossEncoder, CrossEncoderOptions, LoadOptions, PredictOptions, ScoreActivation,
 };
 use ragtune::train::optim::Params;
-use ragtune::train::rerank::{RerankLossConfig, RerankSet, RerankTrainer};
+use ragtune::train::rerank::{hold_out_for_fusion, RerankLossConfig, RerankSet, RerankTrainer};
 use ragtune::train::TrainConfig;
 
 fn load(model: &Path, dtype: DType) -> CrossEncoder {
@@ -232,6 +232,7 @@ fn unsupported_architectures_and_multi_label_training_are_refused() {
         config: quick(1),
         dev: None,
         dev_options: Default::default(),
+        fusion: None,
     }
     .run(&tmp.path().join("out"), false)
     .unwrap_err();
@@ -439,6 +440,7 @@ fn every_loss_trains_through_the_shared_loop() {
             config: quick(2),
             dev: None,
             dev_options: Default::default(),
+            fusion: None,
         }
         .run(&out, false)
         .unwrap_or_else(|e| panic!("{name}: {e:#}"));
@@ -469,6 +471,7 @@ fn every_loss_trains_through_the_shared_loop() {
         config: quick(1),
         dev: None,
         dev_options: Default::default(),
+        fusion: None,
     }
     .run(&tmp.path().join("bad"), false)
     .unwrap_err();
@@ -495,6 +498,7 @@ fn gradient_caching_gives_the_direct_loss_and_gradients() {
             config: quick(1),
             dev: None,
             dev_options: Default::default(),
+            fusion: None,
         };
         trainer
             .task()
@@ -687,6 +691,96 @@ fn fusion_runs_from_the_reranker_to_the_retriever() {
         .to_string();
     assert!(err.contains("between 0"), "{err}");
     assert!(plain.metrics_json()["fusion_curve"].is_array());
+}
+
+/// Training with a fusion hold-out: one query in ten (by a hash of its id) leaves the training
+/// rows, the trained model reranks its candidates, and the weight that fuses best there is saved
+/// beside the model, which evaluations then use unless told otherwise.
+#[test]
+fn training_holds_out_queries_and_saves_the_fusion_weight_they_choose() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (retriever, _) = retriever_and_reranker(tmp.path());
+    let docs: Vec<ragtune::data::retrieval::Document> = (0..12)
+        .map(|i| ragtune::data::retrieval::Document {
+            id: format!("d{i}"),
+            title: String::new(),
+            body: format!("{} {} hive", common::WORDS[i], common::WORDS[i + 1]),
+        })
+        .collect();
+    // sha256("18") is divisible by 10, sha256("3") is not (nor either by 13).
+    let queries = vec![
+        ("18".to_string(), "what is wax".to_string()),
+        ("3".into(), "the queen".into()),
+    ];
+    let qrels = vec![
+        (
+            "18".to_string(),
+            "d3".to_string(),
+            1i64,
+            "train".to_string(),
+        ),
+        ("3".into(), "d9".into(), 1, "train".into()),
+    ];
+    let dataset = ragtune::data::RetrievalDataset::from_rows("tiny", docs, queries, qrels).unwrap();
+    let options = RerankEvalOptions {
+        top_k: 6,
+        ks: vec![1, 3, 10],
+        progress: false,
+        ..Default::default()
+    };
+    let all = Candidates::retrieve(&retriever, &dataset, &options).unwrap();
+    let mut data = labeled_pairs(6);
+    data.queries.push("what is wax".into());
+    data.documents.push(vec!["wax of the comb".into()]);
+    data.labels.push(vec![1.0]);
+    let (kept, held, dropped) = hold_out_for_fusion(&data, &all, 10).unwrap();
+    assert_eq!(held.query_ids, ["18"]);
+    assert_eq!(held.qrels.keys().collect::<Vec<_>>(), ["18"]);
+    assert_eq!((dropped, kept.len()), (1, data.len() - 1));
+    assert!(!kept.queries.contains(&"what is wax".to_string()));
+    let err = hold_out_for_fusion(&data, &all, 13)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no query is held out"), "{err}");
+
+    let model = load(&tmp.path().join("ce"), DType::F32);
+    let out = tmp.path().join("out");
+    let outcome = RerankTrainer {
+        model: &model,
+        data: &kept,
+        loss: RerankLossConfig::default(),
+        config: quick(1),
+        dev: None,
+        dev_options: options.clone(),
+        fusion: Some(&held),
+    }
+    .run(&out, false)
+    .unwrap();
+    let choice = outcome.fusion.clone().expect("a fusion choice");
+    assert_eq!(choice.queries, 1);
+    let trained = load(&out, DType::F32);
+    assert_eq!(
+        trained.fusion.as_ref(),
+        Some(&choice),
+        "fusion.json reloads"
+    );
+    // The choice is the held-out evaluation's curve and its best point.
+    let alone = RerankEvalOptions {
+        fusion: Some(0.0),
+        ..options.clone()
+    };
+    let report = evaluate_reranker(&trained, &held, &alone).unwrap();
+    assert_eq!(choice.curve, report.fusion_curve);
+    assert_eq!(choice.reranker_ndcg10, report.reranked_metrics["ndcg@10"]);
+    assert_eq!(choice.retriever_ndcg10, report.retriever_metrics["ndcg@10"]);
+    assert_eq!(
+        (choice.retriever_weight, choice.fused_ndcg10),
+        ragtune::models::fusion::best(&report.fusion_curve)
+    );
+    // Unasked, an evaluation fuses at the saved weight.
+    let default = evaluate_reranker(&trained, &held, &options).unwrap();
+    assert_eq!(default.fusion, Some(choice.retriever_weight));
+    assert_eq!(default.reranked_metrics["ndcg@10"], choice.fused_ndcg10);
 }
 
 #[test]

@@ -251,6 +251,13 @@ fn rerank(args: RerankArgs) -> Result<()> {
             ..Default::default()
         },
     )?;
+    if let (None, Some(choice)) = (args.fusion, &reranker.fusion) {
+        eprintln!(
+            "fusing with the retriever at weight {}, chosen on {} held-out queries ({}; the \
+             reranker's fusion.json; --fusion 0 for the reranker alone)",
+            choice.retriever_weight, choice.queries, choice.chosen_on
+        );
+    }
     let report = evaluate_reranker(&reranker, &candidates, &options)?;
     if let Some(path) = &args.chart {
         report.chart().write_html(path)?;

@@ -9,7 +9,7 @@ use clap::{Args, Subcommand};
 use ragtune::data::load_beir;
 use ragtune::eval::{Candidates, RerankEvalOptions};
 use ragtune::models::{CrossEncoder, CrossEncoderOptions, LoadOptions, SentenceEncoder};
-use ragtune::train::rerank::{RerankLossConfig, RerankSet, RerankTrainer};
+use ragtune::train::rerank::{hold_out_for_fusion, RerankLossConfig, RerankSet, RerankTrainer};
 use ragtune::train::{EmbedTrainer, LossConfig, LossName, TrainConfig, TrainOutcome};
 use serde_json::{json, Map, Value};
 
@@ -196,6 +196,21 @@ pub struct RerankArgs {
     /// Candidates per dev query during training (a final top-100 is `eval rerank`'s job).
     #[arg(long, default_value_t = 20)]
     dev_top_k: usize,
+    /// BEIR folder whose queries choose the weight that fuses the reranker with `--retriever`
+    /// (saved as `fusion.json` in the output, which `eval rerank` then uses): one query in
+    /// `--fusion-every` of `--fusion-split` is held out, and training rows asking those queries
+    /// are left out. Use the split the training data was mined from, never the one you report.
+    #[arg(long)]
+    fusion_beir: Option<PathBuf>,
+    #[arg(long, default_value = "train")]
+    fusion_split: String,
+    /// Hold out the queries whose id's SHA-256 is divisible by this (10: about one in ten; 1: the
+    /// whole split, for a split kept apart from training already).
+    #[arg(long, default_value_t = 10)]
+    fusion_every: usize,
+    /// Retrieved candidates per held-out query.
+    #[arg(long, default_value_t = 100)]
+    fusion_top_k: usize,
 }
 
 #[derive(Args)]
@@ -298,7 +313,7 @@ fn embed(a: EmbedArgs) -> Result<TrainOutcome> {
 }
 
 fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
-    let data = RerankSet::load(&a.data, &a.columns)?;
+    let mut data = RerankSet::load(&a.data, &a.columns)?;
     let mut loss = Map::new();
     loss.insert("name".into(), json!(a.loss.replace('-', "_")));
     for kv in &a.loss_settings {
@@ -336,6 +351,31 @@ fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
         }
         None => None,
     };
+    let held_out = match &a.fusion_beir {
+        Some(dir) => {
+            let dataset = load_beir(dir, &a.fusion_split)?;
+            let retriever = SentenceEncoder::load(&a.retriever, &LoadOptions::default())?;
+            eprintln!(
+                "retrieving candidates (top {}) for the fusion weight's held-out queries with {}",
+                a.fusion_top_k, a.retriever
+            );
+            let options = RerankEvalOptions {
+                top_k: a.fusion_top_k,
+                ..dev_options.clone()
+            };
+            let all = Candidates::retrieve(&retriever, &dataset, &options)?;
+            let (kept, held_out, dropped) = hold_out_for_fusion(&data, &all, a.fusion_every)?;
+            eprintln!(
+                "{} of {} queries held out to choose the fusion weight; training rows left out \
+                 as they ask one: {dropped}",
+                held_out.query_ids.len(),
+                all.query_ids.len()
+            );
+            data = kept;
+            Some(held_out)
+        }
+        None => None,
+    };
     eprintln!(
         "training {} on {} rows, {} pairs ({}: columns {}) -> {}",
         model.name(),
@@ -352,6 +392,7 @@ fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
         config,
         dev: dev.as_ref(),
         dev_options,
+        fusion: held_out.as_ref(),
     }
     .run(&a.run.output, a.run.resume)
 }

@@ -38,7 +38,9 @@ pub struct RerankEvalOptions {
     /// retriever encodes the corpus once.
     pub cache_dir: Option<std::path::PathBuf>,
     /// Fuse the reranker's scores with the retriever's, this weight on the retriever's
-    /// (`models::fusion`; chosen on held-out queries). Unset: the reranker's order alone.
+    /// (`models::fusion`; chosen on held-out queries). Unset: the weight saved with the reranker
+    /// (`fusion.json`, from `train rerank`), else the reranker's order alone; 0 is always the
+    /// reranker alone.
     pub fusion: Option<f64>,
 }
 
@@ -253,6 +255,28 @@ impl Candidates {
         self.docs.iter().map(Vec::len).sum()
     }
 
+    /// Only the queries that [`crate::models::fusion::held_out`] holds out (one in `every`, by
+    /// a hash of the query id), with their judgements.
+    pub fn held_out(&self, every: usize) -> Self {
+        let keep: Vec<usize> = (0..self.query_ids.len())
+            .filter(|&i| crate::models::fusion::held_out(&self.query_ids[i], every))
+            .collect();
+        let query_ids: Vec<String> = keep.iter().map(|&i| self.query_ids[i].clone()).collect();
+        Self {
+            name: format!("{}, 1 query in {every}", self.name),
+            retriever: self.retriever.clone(),
+            queries: keep.iter().map(|&i| self.queries[i].clone()).collect(),
+            docs: keep.iter().map(|&i| self.docs[i].clone()).collect(),
+            qrels: self
+                .qrels
+                .iter()
+                .filter(|(q, _)| query_ids.contains(q))
+                .map(|(q, j)| (q.clone(), j.clone()))
+                .collect(),
+            query_ids,
+        }
+    }
+
     /// The first-stage ranking as a run.
     pub fn run(&self) -> Run {
         self.query_ids
@@ -445,10 +469,14 @@ pub fn evaluate_reranker(
     let reranked = candidates.rerank(reranker, options)?;
     let rerank_seconds = start.elapsed().as_secs_f64();
     let retriever = evaluate_run(&candidates.run(), &candidates.qrels, &options.ks);
-    if let Some(w) = options.fusion.filter(|w| !(0.0..=1.0).contains(w)) {
+    // Unset: the weight saved with the reranker, if any (0 asks for the reranker alone).
+    let fusion = options
+        .fusion
+        .or(reranker.fusion.as_ref().map(|f| f.retriever_weight));
+    if let Some(w) = fusion.filter(|w| !(0.0..=1.0).contains(w)) {
         bail!("fusion weight {w}: must be between 0 (the reranker alone) and 1 (the retriever)");
     }
-    let reranked_scores = match options.fusion {
+    let reranked_scores = match fusion {
         Some(w) => evaluate_run(
             &candidates.fused(&reranked, w),
             &candidates.qrels,
@@ -467,7 +495,7 @@ pub fn evaluate_reranker(
         retriever_metrics: retriever.mean,
         reranked_metrics: reranked_scores.mean,
         rerank_seconds,
-        fusion: options.fusion,
+        fusion,
         fusion_curve: candidates.fusion_curve(&reranked),
         rows,
     })

@@ -138,6 +138,10 @@ pub struct CrossEncoder {
     pub config_json: serde_json::Value,
     /// Where the tokenizer's companion files come from when saving.
     pub tokenizer_dir: Option<PathBuf>,
+    /// The retriever weight chosen for this reranker on held-out queries (its folder's
+    /// `fusion.json`, written by `train rerank`): reranking retrieved candidates fuses with it
+    /// unless told otherwise. Not saved with the weights: a further fine-tune chooses again.
+    pub fusion: Option<super::fusion::FusionChoice>,
 }
 
 impl CrossEncoder {
@@ -318,6 +322,10 @@ impl CrossEncoder {
         )?;
         model.config_json = config_json;
         model.tokenizer_dir = tokenizer_path.parent().map(Path::to_path_buf);
+        if let Some(path) = source.optional_file(super::fusion::FusionChoice::FILE)? {
+            model.fusion =
+                super::fusion::FusionChoice::load(path.parent().unwrap_or(Path::new(".")))?;
+        }
         Ok(model)
     }
 
@@ -349,6 +357,7 @@ impl CrossEncoder {
             pad_id,
             config_json,
             tokenizer_dir: None,
+            fusion: None,
         })
     }
 

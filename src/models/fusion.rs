@@ -4,7 +4,14 @@
 //! is standardised over that query's candidates (a z-score, so the two scales meet) and mixed:
 //! `w · z(retriever) + (1 − w) · z(reranker)`. `w = 0` is plain reranking, `w = 1` the
 //! retriever's order. The weight is chosen on held-out questions ([`sweep`], [`best`]), never on
-//! the evaluation set.
+//! the evaluation set. [`FusionChoice`] is such a choice, saved in the reranker's folder
+//! (`fusion.json`) by `train rerank`, and used by default wherever that reranker reranks
+//! retrieved candidates.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
 
 /// The weights tried when choosing: 0, 0.1, …, 1.
 pub const WEIGHTS: [f64; 11] = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0];
@@ -84,6 +91,80 @@ pub fn best(curve: &[(f64, f64)]) -> (f64, f64) {
         })
 }
 
+/// Whether query `id` is one of the one-in-`every` held out for choosing the weight: those whose
+/// id's SHA-256, read as a big-endian number, is divisible by `every` (`every` 1: all of them).
+/// Stable across runs, machines and languages (Python: `int(sha256(id).hexdigest(), 16) % every`).
+pub fn held_out(id: &str, every: usize) -> bool {
+    use sha2::{Digest, Sha256};
+    let every = every.max(1) as u64;
+    Sha256::digest(id.as_bytes())
+        .iter()
+        .fold(0u64, |rest, &byte| (rest * 256 + byte as u64) % every)
+        == 0
+}
+
+/// A retriever weight chosen on held-out queries, with the evidence for it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FusionChoice {
+    /// The retriever's weight in the fused score (0: the reranker alone; 1: the retriever).
+    pub retriever_weight: f64,
+    /// NDCG@10 on the held-out queries: fused at that weight, the retriever's order, the
+    /// reranker's order.
+    pub fused_ndcg10: f64,
+    pub retriever_ndcg10: f64,
+    pub reranker_ndcg10: f64,
+    /// How many queries chose it, and which (dataset, split, share held out).
+    pub queries: usize,
+    pub chosen_on: String,
+    /// NDCG@10 at each weight tried.
+    pub curve: Vec<(f64, f64)>,
+}
+
+impl FusionChoice {
+    /// The file in a reranker's folder.
+    pub const FILE: &'static str = "fusion.json";
+
+    /// The best weight of `curve` ([`best`]).
+    pub fn from_curve(curve: Vec<(f64, f64)>, queries: usize, chosen_on: String) -> Self {
+        let (retriever_weight, fused_ndcg10) = best(&curve);
+        Self {
+            retriever_weight,
+            fused_ndcg10,
+            retriever_ndcg10: sweep_point(&curve, 1.0),
+            reranker_ndcg10: sweep_point(&curve, 0.0),
+            queries,
+            chosen_on,
+            curve,
+        }
+    }
+
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = dir.join(Self::FILE);
+        std::fs::write(&path, serde_json::to_string_pretty(self)?)
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The choice saved in `dir`, if there is one.
+    pub fn load(dir: &Path) -> Result<Option<Self>> {
+        let path = dir.join(Self::FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let choice: Self = serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a fusion choice", path.display()))?;
+        if !(0.0..=1.0).contains(&choice.retriever_weight) {
+            anyhow::bail!(
+                "{}: retriever_weight {} is not between 0 and 1",
+                path.display(),
+                choice.retriever_weight
+            );
+        }
+        Ok(Some(choice))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +207,39 @@ mod tests {
         // Above w = 2/3, z(retriever) wins: 0.7 to 1 all score 1; the tie goes to 1.0.
         assert_eq!(best(&curve), (1.0, 1.0));
         assert_eq!(best(&[(0.0, 0.5), (0.5, 0.7), (1.0, 0.6)]), (0.5, 0.7));
+    }
+    #[test]
+    fn held_out_queries_are_those_whose_sha256_divides() {
+        // int(sha256(id).hexdigest(), 16) % 10 in Python: "18" → 0, "74" → 0, "3" → 8, "13" → 2.
+        assert!(held_out("18", 10) && held_out("74", 10));
+        assert!(!held_out("3", 10) && !held_out("13", 10));
+        // % 3: "18" → 0, "74" → 1.
+        assert!(held_out("18", 3) && !held_out("74", 3));
+        assert!(held_out("3", 1), "every = 1 holds out all");
+    }
+
+    #[test]
+    fn a_fusion_choice_round_trips_and_a_bad_weight_is_refused() {
+        let curve = vec![(0.0, 0.3), (0.5, 0.74), (1.0, 0.72)];
+        let choice = FusionChoice::from_curve(curve, 57, "heldout".into());
+        assert_eq!((choice.retriever_weight, choice.fused_ndcg10), (0.5, 0.74));
+        assert_eq!(
+            (choice.retriever_ndcg10, choice.reranker_ndcg10),
+            (0.72, 0.3)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(FusionChoice::load(dir.path()).unwrap(), None);
+        choice.save(dir.path()).unwrap();
+        assert_eq!(
+            FusionChoice::load(dir.path()).unwrap(),
+            Some(choice.clone())
+        );
+        let bad = FusionChoice {
+            retriever_weight: 1.5,
+            ..choice
+        };
+        bad.save(dir.path()).unwrap();
+        let err = FusionChoice::load(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("fusion.json") && err.contains("1.5"), "{err}");
     }
 }

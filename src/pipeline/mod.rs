@@ -466,6 +466,7 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
                     config,
                     dev: None,
                     dev_options: Default::default(),
+                    fusion: None,
                 }
                 .run(&dir.join("model"), resume)?;
                 // Judged on the held-out questions: reranking alone and fused with the retriever

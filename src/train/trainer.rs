@@ -42,6 +42,9 @@ pub struct TrainOutcome {
     pub resumed_from: Option<usize>,
     /// The dev metric that chose the best model (`metric_for_best`).
     pub metric: String,
+    /// A reranker's fusion weight, chosen on held-out queries after training (`fusion.json`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<crate::models::fusion::FusionChoice>,
 }
 
 /// Trains `task` with `config` into `output`. With `resume`, continues from the newest checkpoint
@@ -279,6 +282,7 @@ impl Fit<'_> {
             best,
             resumed_from,
             metric: config.metric_for_best.clone(),
+            fusion: None,
         };
         write_model_card(&output.join("README.md"), &task.card(&outcome), config)?;
         Ok(outcome)

@@ -312,6 +312,7 @@ fn train_reranker(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun
         config,
         dev: candidates.as_ref(),
         dev_options,
+        fusion: None,
     }
     .run(Path::new(&run.output), run.resume)
     .map_err(fail)?;

@@ -235,6 +235,23 @@ impl RerankSet {
         })
     }
 
+    /// The rows whose query is not one of `queries` (texts), and how many were left out.
+    pub fn without_queries(&self, queries: &std::collections::HashSet<&str>) -> (Self, usize) {
+        let keep: Vec<usize> = (0..self.len())
+            .filter(|&i| !queries.contains(self.queries[i].as_str()))
+            .collect();
+        let pick = |v: &Vec<Vec<f32>>| keep.iter().map(|&i| v[i].clone()).collect();
+        let kept = Self {
+            format: self.format,
+            columns: self.columns.clone(),
+            queries: keep.iter().map(|&i| self.queries[i].clone()).collect(),
+            documents: keep.iter().map(|&i| self.documents[i].clone()).collect(),
+            labels: pick(&self.labels),
+            teacher: self.teacher.as_ref().map(pick),
+        };
+        (kept, self.len() - keep.len())
+    }
+
     pub fn len(&self) -> usize {
         self.queries.len()
     }

@@ -22,6 +22,7 @@ use crate::eval::metrics::MetricValues;
 use crate::eval::rerank::{evaluate_reranker, Candidates, RerankEvalOptions};
 use crate::fingerprint::Fingerprint;
 use crate::models::bert::Mode;
+use crate::models::fusion::FusionChoice;
 use crate::models::CrossEncoder;
 use crate::rng::Rng;
 pub use data::{RerankBatch, RerankFormat, RerankSet};
@@ -38,6 +39,40 @@ pub struct RerankTrainer<'a> {
     pub dev: Option<&'a Candidates>,
     /// How dev candidates are scored (cut-offs, batch size).
     pub dev_options: RerankEvalOptions,
+    /// Held-out candidates (queries kept out of `data`, e.g. from [`hold_out_for_fusion`]): after
+    /// training the model reranks them, and the retriever weight that fuses best
+    /// (`models::fusion`) is saved beside it as `fusion.json`, which rerankings then use.
+    pub fusion: Option<&'a Candidates>,
+}
+
+/// Splits off the queries that choose the fusion weight: one in `every` of `candidates`'
+/// queries (by a hash of the query id; [`crate::models::fusion::held_out`]), and `data` without
+/// the rows that ask any of them. Returns the training rows, the held-out candidates and how many
+/// rows were left out.
+pub fn hold_out_for_fusion(
+    data: &RerankSet,
+    candidates: &Candidates,
+    every: usize,
+) -> Result<(RerankSet, Candidates, usize)> {
+    let held_out = candidates.held_out(every);
+    if held_out.query_ids.is_empty() {
+        bail!(
+            "{}: no query is held out for choosing the fusion weight (1 in {every} of {}); \
+             use a larger split or a smaller --fusion-every",
+            candidates.name,
+            candidates.query_ids.len()
+        );
+    }
+    let texts: std::collections::HashSet<&str> =
+        held_out.queries.iter().map(String::as_str).collect();
+    let (kept, dropped) = data.without_queries(&texts);
+    if kept.is_empty() {
+        bail!(
+            "holding out {} queries for the fusion weight leaves no training rows",
+            texts.len()
+        );
+    }
+    Ok((kept, held_out, dropped))
 }
 
 impl RerankTrainer<'_> {
@@ -51,7 +86,39 @@ impl RerankTrainer<'_> {
                 self.model.num_labels
             );
         }
-        fit(&self.task()?, &self.config, output, resume)
+        let mut outcome = fit(&self.task()?, &self.config, output, resume)?;
+        if let Some(held_out) = self.fusion {
+            outcome.fusion = Some(self.choose_fusion(held_out, output)?);
+        }
+        Ok(outcome)
+    }
+
+    /// Reranks `held_out` with the trained model (the weights just saved in `output`), and saves
+    /// the fusion weight that does best there.
+    fn choose_fusion(&self, held_out: &Candidates, output: &Path) -> Result<FusionChoice> {
+        let options = RerankEvalOptions {
+            progress: self.config.progress,
+            ..self.dev_options.clone()
+        };
+        let reranked = held_out.rerank(self.model, &options)?;
+        let choice = FusionChoice::from_curve(
+            held_out.fusion_curve(&reranked),
+            held_out.query_ids.len(),
+            held_out.name.clone(),
+        );
+        choice.save(output)?;
+        eprintln!(
+            "fusion on {} held-out queries ({}): NDCG@10 retriever {:.4}, reranker alone {:.4}, \
+             fused {:.4} at retriever weight {} -> {}",
+            choice.queries,
+            choice.chosen_on,
+            choice.retriever_ndcg10,
+            choice.reranker_ndcg10,
+            choice.fused_ndcg10,
+            choice.retriever_weight,
+            output.join(FusionChoice::FILE).display()
+        );
+        Ok(choice)
     }
 
     /// What the loop trains: this trainer's model, data and loss.
@@ -167,6 +234,8 @@ impl TrainTask for RerankTask<'_> {
         };
         let options = RerankEvalOptions {
             progress: false,
+            // The reranker alone (a base model's saved weight says nothing of the model trained).
+            fusion: Some(self.trainer.dev_options.fusion.unwrap_or(0.0)),
             ..self.trainer.dev_options.clone()
         };
         Ok(Some(
