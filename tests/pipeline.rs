@@ -140,6 +140,14 @@ fn killed_run_resumes_its_stage_and_a_changed_setting_reruns_only_what_follows()
     );
     let embed = &outcome["stages"][1]["figures"];
     assert_eq!(embed["steps"], 6);
+    // The reranker's fusion weight is saved beside it, as `train rerank` saves its own.
+    let rerank = &outcome["stages"][2]["figures"];
+    let saved: Value = serde_json::from_str(
+        &std::fs::read_to_string(out.join("rerank/model/fusion.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved["retriever_weight"], rerank["fusion"]);
+    assert_eq!(saved["fused_ndcg10"], rerank["val_ndcg10_fused"]);
     let rows = outcome["comparison"]["rows"].as_array().unwrap();
     assert_eq!(
         rows.len(),

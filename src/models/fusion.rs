@@ -126,7 +126,18 @@ impl FusionChoice {
 
     /// The best weight of `curve` ([`best`]).
     pub fn from_curve(curve: Vec<(f64, f64)>, queries: usize, chosen_on: String) -> Self {
-        let (retriever_weight, fused_ndcg10) = best(&curve);
+        let (weight, _) = best(&curve);
+        Self::at(weight, curve, queries, chosen_on)
+    }
+
+    /// Weight `retriever_weight` (given, or chosen elsewhere), with `curve` for evidence.
+    pub fn at(
+        retriever_weight: f64,
+        curve: Vec<(f64, f64)>,
+        queries: usize,
+        chosen_on: String,
+    ) -> Self {
+        let fused_ndcg10 = sweep_point(&curve, retriever_weight);
         Self {
             retriever_weight,
             fused_ndcg10,

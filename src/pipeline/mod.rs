@@ -471,7 +471,7 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
                 .run(&dir.join("model"), resume)?;
                 // Judged on the held-out questions: reranking alone and fused with the retriever
                 // at each weight, against the tuned retriever's order.
-                let curve =
+                let (curve, held_out) =
                     validate_reranker(c, &embedder, &dir.join("model"), &chunks, &val_pairs)?;
                 // The whole curve beside the manifest: validation NDCG@10 by retriever weight.
                 let path = dir.join("fusion.json");
@@ -485,6 +485,14 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
                     None => (0.0, reranked),
                 };
                 let used = !c.rerank_gate || (fusion < 1.0 && fused > retriever);
+                // Beside the model too, so that `eval rerank` with it fuses as the pipeline does.
+                crate::models::fusion::FusionChoice::at(
+                    fusion,
+                    curve.clone(),
+                    held_out,
+                    "the pipeline's held-out questions".into(),
+                )
+                .save(&dir.join("model"))?;
                 if used {
                     eprintln!(
                         "validation NDCG@10: retriever {retriever:.4}, reranker {reranked:.4}, \
@@ -636,16 +644,16 @@ fn read_figures(output: &Path, stage: &str) -> Option<Value> {
     m.finished.then_some(m.figures)
 }
 
-/// Validation NDCG@10 of the tuned retriever's order and of the reranked order (top `retrieve_k`).
 /// NDCG@10 on the held-out questions (at most 200) of the reranked order fused with the tuned
-/// retriever's at each of `fusion::WEIGHTS` (0: the reranker alone; 1: the retriever's order).
+/// retriever's at each of `fusion::WEIGHTS` (0: the reranker alone; 1: the retriever's order),
+/// and how many questions that was.
 fn validate_reranker(
     c: &PipelineConfig,
     embedder: &str,
     reranker: &Path,
     chunks: &DataFrame,
     val_pairs: &DataFrame,
-) -> Result<Vec<(f64, f64)>> {
+) -> Result<(Vec<(f64, f64)>, usize)> {
     let mut questions = held_out_questions(val_pairs)?;
     questions.truncate(200);
     let rag = Rag::from_parts(
@@ -675,19 +683,16 @@ fn validate_reranker(
     if let Some(w) = c.rerank_fusion.filter(|w| !weights.contains(w)) {
         weights.push(w);
     }
-    Ok(crate::models::fusion::sweep(
-        &weights,
-        &scored,
-        |i, fused| {
-            let docs = answers[i].docs_ranked_by(fused);
-            let judged: HashMap<String, i64> = questions[i]
-                .doc_ids
-                .iter()
-                .map(|d| (d.clone(), 1))
-                .collect();
-            crate::eval::metrics::query_metrics(&docs, &judged, &[10])["ndcg@10"]
-        },
-    ))
+    let curve = crate::models::fusion::sweep(&weights, &scored, |i, fused| {
+        let docs = answers[i].docs_ranked_by(fused);
+        let judged: HashMap<String, i64> = questions[i]
+            .doc_ids
+            .iter()
+            .map(|d| (d.clone(), 1))
+            .collect();
+        crate::eval::metrics::query_metrics(&docs, &judged, &[10])["ndcg@10"]
+    });
+    Ok((curve, questions.len()))
 }
 
 fn progress_map(progress: bool) -> serde_json::Map<String, Value> {
