@@ -280,6 +280,41 @@ fn a_recipe_trains_and_evaluates_a_reranker() {
         .join("reranker/config_sentence_transformers.json")
         .is_file());
 
+    // The fusion weight, chosen on held-out queries (here a split apart from training: every
+    // query of it, fusion_every 1) and saved beside the model.
+    let fused = s
+        .eval(
+            r#"
+            let run = train_reranker(model, mined.frame, #{ output: out + "3", max_steps: 1, batch_size: 4,
+                                     retriever: retriever, fusion: parts[1], fusion_every: 1,
+                                     fusion_top_k: 5, progress: false });
+            [run.summary(), to_string(run)]
+            "#,
+            "fused.rhai",
+        )
+        .unwrap()
+        .into_array()
+        .unwrap();
+    let summary = fused[0].clone().cast::<rhai::Map>();
+    let choice = summary["fusion"].clone().cast::<rhai::Map>();
+    let w = choice["retriever_weight"].as_float().unwrap();
+    assert!((0.0..=1.0).contains(&w), "{w}");
+    assert!(choice["queries"].as_int().unwrap() > 0);
+    let saved: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("reranker3/fusion.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(saved["retriever_weight"].as_f64(), Some(w));
+    assert!(
+        fused[1]
+            .clone()
+            .into_string()
+            .unwrap()
+            .contains("fusion weight"),
+        "{:?}",
+        fused[1]
+    );
+
     // A reranker run has no encoder, and a loss setting of another loss is named.
     let err = s.eval("run.encoder", "r.rhai").unwrap_err();
     assert!(err.message.contains("run.reranker"), "{err}");

@@ -225,6 +225,20 @@ impl Render for TrainOutcome {
             rows.push((format!("dev {} before", self.metric), format!("{b:.4}")));
             rows.push((format!("dev {} after", self.metric), format!("{a:.4}")));
         }
+        if let Some(f) = &self.fusion {
+            text.push_str(&format!(
+                "; fusion weight {} on {} held-out queries: NDCG@10 {:.4} (retriever {:.4})",
+                f.retriever_weight, f.queries, f.fused_ndcg10, f.retriever_ndcg10
+            ));
+            rows.push(("fusion weight".into(), f.retriever_weight.to_string()));
+            rows.push((
+                "held-out NDCG@10 fused / retriever / reranker".into(),
+                format!(
+                    "{:.4} / {:.4} / {:.4}",
+                    f.fused_ndcg10, f.retriever_ndcg10, f.reranker_ndcg10
+                ),
+            ));
+        }
         text.push_str(&format!("; saved in {})", self.output.display()));
         rows.push(("saved in".into(), self.output.display().to_string()));
         Rich {

@@ -11,7 +11,7 @@ use crate::eval::{Candidates, RerankEvalOptions};
 use crate::models::{CrossEncoder, CrossEncoderOptions, LoadOptions, SentenceEncoder};
 use crate::script::values::{Chart, Dataset, Encoder, Frame, Llm, Reranker, TrainRun, Trained};
 use crate::train::log::TrainLog;
-use crate::train::rerank::{RerankLossConfig, RerankSet, RerankTrainer};
+use crate::train::rerank::{hold_out_for_fusion, RerankLossConfig, RerankSet, RerankTrainer};
 use crate::train::{EmbedTrainer, LossConfig, TrainConfig, TrainingSet};
 
 pub(super) fn register(r: &mut Registry) {
@@ -43,13 +43,16 @@ pub(super) fn register(r: &mut Registry) {
     bind!(
         r,
         "train_reranker",
-        "train_reranker(model: String, data: Frame, options: #{output, loss, dev, retriever, dev_top_k, max_length, resume, epochs, lr, …}) -> TrainRun",
+        "train_reranker(model: String, data: Frame, options: #{output, loss, dev, retriever, dev_top_k, max_length, fusion, fusion_every, fusion_top_k, resume, epochs, lr, …}) -> TrainRun",
         "Fine-tunes a cross-encoder (a reranker, or any BERT / sentence-transformers model with a fresh one-label \
          head) on (query, document, label) pairs, (query, positive, negative_1..n) rows or (query, [documents], \
          [labels]) lists. `output` (required) is where the model, checkpoints, log, chart and card go; `loss` a loss \
          name (\"bce\", \"mnrl\", \"list_net\", \"lambda\", \"rank_net\", \"margin_mse\") or a map #{name, pos_weight, \
          num_negatives, mini_batch_size, weighting_scheme, …}; `dev` a Dataset whose queries' top `dev_top_k` (20) \
-         by `retriever` (an Encoder, default all-MiniLM-L6-v2) are reranked before, during and after; `columns` \
+         by `retriever` (an Encoder, default all-MiniLM-L6-v2) are reranked before, during and after; `fusion` a \
+         Dataset (the split the data was mined from) whose queries with an id hash divisible by `fusion_every` \
+         (10) are held out of training, their top `fusion_top_k` (100) reranked after it, and the retriever \
+         weight that fuses best saved as fusion.json (rerank evaluations then use it); `columns` \
          picks the data's columns; every other key is a TrainConfig field (defaults: the reranker stage's: \
          batch_size 16, lr 5e-5, warmup_ratio 0.1, plain batches).",
         example: "let run = train_reranker(\"sentence-transformers/all-MiniLM-L6-v2\", mined.frame, #{output: \"runs/reranker\", loss: \"bce\", epochs: 1}); print(run)",
@@ -142,6 +145,9 @@ pub(super) const RERANK_RUN_KEYS: &[&str] = &[
     "retriever",
     "dev_top_k",
     "max_length",
+    "fusion",
+    "fusion_every",
+    "fusion_top_k",
 ];
 
 /// The same for train_generator().
@@ -257,23 +263,28 @@ fn train_reranker(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun
                 .ok_or("option `retriever` must be an Encoder")?,
         ),
     };
-    let dev_top_k = match opts.remove("dev_top_k") {
-        None => 20,
-        Some(v) => v
-            .as_int()
-            .map_err(|t| format!("dev_top_k must be an integer, found {t}"))?
-            as usize,
+    let fusion = opts
+        .remove("fusion")
+        .map(|v| {
+            v.try_cast::<Dataset>()
+                .ok_or("option `fusion` must be a Dataset (load_beir(…)) whose queries were mined")
+        })
+        .transpose()?;
+    let int = |opts: &mut Map, key: &str| -> Fallible<Option<usize>> {
+        opts.remove(key)
+            .map(|v| {
+                v.as_int()
+                    .map(|n| n.max(0) as usize)
+                    .map_err(|t| format!("{key} must be an integer, found {t}").into())
+            })
+            .transpose()
     };
-    let max_length = match opts.remove("max_length") {
-        None => None,
-        Some(v) => Some(
-            v.as_int()
-                .map_err(|t| format!("max_length must be an integer, found {t}"))?
-                as usize,
-        ),
-    };
+    let dev_top_k = int(&mut opts, "dev_top_k")?.unwrap_or(20);
+    let max_length = int(&mut opts, "max_length")?;
+    let fusion_every = int(&mut opts, "fusion_every")?.unwrap_or(10);
+    let fusion_top_k = int(&mut opts, "fusion_top_k")?.unwrap_or(100);
     let config = train_config(TrainConfig::rerank(), opts)?;
-    let set =
+    let mut set =
         RerankSet::from_frame_columns(&data.0, "the training frame", &run.columns).map_err(fail)?;
     let mut reranker = CrossEncoder::load(
         model,
@@ -289,21 +300,34 @@ fn train_reranker(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun
         progress: false,
         ..Default::default()
     };
-    let candidates = match &dev {
-        None => None,
-        Some(d) => {
-            let retriever = match retriever {
-                Some(e) => e.0,
-                None => Arc::new(
-                    SentenceEncoder::load(
-                        "sentence-transformers/all-MiniLM-L6-v2",
-                        &LoadOptions::default(),
-                    )
-                    .map_err(fail)?,
-                ),
+    let retriever = match (retriever, dev.is_some() || fusion.is_some()) {
+        (Some(e), _) => Some(e.0),
+        (None, true) => Some(Arc::new(
+            SentenceEncoder::load(
+                "sentence-transformers/all-MiniLM-L6-v2",
+                &LoadOptions::default(),
+            )
+            .map_err(fail)?,
+        )),
+        (None, false) => None,
+    };
+    let candidates = match (&dev, &retriever) {
+        (Some(d), Some(r)) => Some(Candidates::retrieve(r, &d.0, &dev_options).map_err(fail)?),
+        _ => None,
+    };
+    let held_out = match (&fusion, &retriever) {
+        (Some(f), Some(r)) => {
+            let options = RerankEvalOptions {
+                top_k: fusion_top_k,
+                ..dev_options.clone()
             };
-            Some(Candidates::retrieve(&retriever, &d.0, &dev_options).map_err(fail)?)
+            let all = Candidates::retrieve(r, &f.0, &options).map_err(fail)?;
+            let (kept, held_out, _) =
+                hold_out_for_fusion(&set, &all, fusion_every).map_err(fail)?;
+            set = kept;
+            Some(held_out)
         }
+        _ => None,
     };
     let outcome = RerankTrainer {
         model: &reranker,
@@ -312,7 +336,7 @@ fn train_reranker(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun
         config,
         dev: candidates.as_ref(),
         dev_options,
-        fusion: None,
+        fusion: held_out.as_ref(),
     }
     .run(Path::new(&run.output), run.resume)
     .map_err(fail)?;
