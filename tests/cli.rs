@@ -700,14 +700,14 @@ fn reranker_commands_train_score_and_evaluate() {
     );
 
     // Retriever vs reranked, as a table and as JSON; and the same through eval retrieval --rerank.
-    let eval = |extra: &[&str]| {
+    let eval_with = |reranker: &Path, extra: &[&str]| {
         let mut a: Vec<String> = [
             "eval",
             "rerank",
             "--retriever",
             &s(&model),
             "--reranker",
-            &s(&reranker),
+            &s(reranker),
             "--beir",
             &s(&beir),
             "--split",
@@ -720,6 +720,7 @@ fn reranker_commands_train_score_and_evaluate() {
         a.extend(extra.iter().map(|x| x.to_string()));
         run(&a)
     };
+    let eval = |extra: &[&str]| eval_with(&reranker, extra);
     let out = eval(&["--json"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -817,25 +818,7 @@ fn reranker_commands_train_score_and_evaluate() {
         serde_json::from_str(&std::fs::read_to_string(fused.join("fusion.json")).unwrap()).unwrap();
     assert_eq!(saved, outcome["fusion"]);
     let eval_fused = |extra: &[&str]| {
-        let mut a: Vec<String> = [
-            "eval",
-            "rerank",
-            "--retriever",
-            &s(&model),
-            "--reranker",
-            &s(&fused),
-            "--beir",
-            &s(&beir),
-            "--split",
-            "test",
-            "--top-k",
-            "3",
-            "--json",
-        ]
-        .map(String::from)
-        .to_vec();
-        a.extend(extra.iter().map(|x| x.to_string()));
-        let out = run(&a);
+        let out = eval_with(&fused, &[&["--json"], extra].concat());
         assert!(out.status.success(), "{}", text(&out.stderr));
         out
     };

@@ -582,6 +582,12 @@ fn retriever_and_reranker(dir: &Path) -> (ragtune::SentenceEncoder, CrossEncoder
 }
 
 fn tiny_dataset() -> ragtune::data::RetrievalDataset {
+    tiny_dataset_with_ids(["q1", "q2"])
+}
+
+/// Twelve documents, and two queries with these ids: "what is wax" (relevant: d3) and "the
+/// queen" (d9).
+fn tiny_dataset_with_ids(ids: [&str; 2]) -> ragtune::data::RetrievalDataset {
     let docs: Vec<ragtune::data::retrieval::Document> = (0..12)
         .map(|i| ragtune::data::retrieval::Document {
             id: format!("d{i}"),
@@ -590,12 +596,17 @@ fn tiny_dataset() -> ragtune::data::RetrievalDataset {
         })
         .collect();
     let queries = vec![
-        ("q1".to_string(), "what is wax".to_string()),
-        ("q2".into(), "the queen".into()),
+        (ids[0].to_string(), "what is wax".to_string()),
+        (ids[1].to_string(), "the queen".into()),
     ];
     let qrels = vec![
-        ("q1".to_string(), "d3".to_string(), 1i64, "test".to_string()),
-        ("q2".into(), "d9".into(), 1, "test".into()),
+        (
+            ids[0].to_string(),
+            "d3".to_string(),
+            1i64,
+            "test".to_string(),
+        ),
+        (ids[1].to_string(), "d9".into(), 1, "test".into()),
     ];
     ragtune::data::RetrievalDataset::from_rows("tiny", docs, queries, qrels).unwrap()
 }
@@ -700,28 +711,8 @@ fn fusion_runs_from_the_reranker_to_the_retriever() {
 fn training_holds_out_queries_and_saves_the_fusion_weight_they_choose() {
     let tmp = tempfile::tempdir().unwrap();
     let (retriever, _) = retriever_and_reranker(tmp.path());
-    let docs: Vec<ragtune::data::retrieval::Document> = (0..12)
-        .map(|i| ragtune::data::retrieval::Document {
-            id: format!("d{i}"),
-            title: String::new(),
-            body: format!("{} {} hive", common::WORDS[i], common::WORDS[i + 1]),
-        })
-        .collect();
     // sha256("18") is divisible by 10, sha256("3") is not (nor either by 13).
-    let queries = vec![
-        ("18".to_string(), "what is wax".to_string()),
-        ("3".into(), "the queen".into()),
-    ];
-    let qrels = vec![
-        (
-            "18".to_string(),
-            "d3".to_string(),
-            1i64,
-            "train".to_string(),
-        ),
-        ("3".into(), "d9".into(), 1, "train".into()),
-    ];
-    let dataset = ragtune::data::RetrievalDataset::from_rows("tiny", docs, queries, qrels).unwrap();
+    let dataset = tiny_dataset_with_ids(["18", "3"]);
     let options = RerankEvalOptions {
         top_k: 6,
         ks: vec![1, 3, 10],
