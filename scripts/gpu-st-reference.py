@@ -116,7 +116,10 @@ class Suite:
                 "max_seq_length": st.max_seq_length, "peak_gib": self.peak_gib()}
 
     def train(self, dtype: str, batch: int, steps: int) -> dict:
-        from sentence_transformers.losses import MultipleNegativesRankingLoss
+        try:  # sentence-transformers 6 moved the losses; 5 has them here only
+            from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+        except ImportError:
+            from sentence_transformers.losses import MultipleNegativesRankingLoss
 
         torch = self.torch
         st = self.fresh()
