@@ -279,6 +279,63 @@ fn ask_marks_quotes_from_the_documents_read_and_traces_them() {
     assert_eq!(a.passages[..], a.retrieved[..5]);
 }
 
+/// Unless told a weight, the query engine fuses at the one saved with its reranker.
+#[test]
+fn the_query_engine_fuses_at_the_rerankers_saved_weight() {
+    if common::skip_without_minilm() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let reranker = common::write_tiny_model(&tmp.path().join("ce"), 24);
+    let ask = |fusion: Option<f64>| {
+        Rag::from_parts(
+            &apiary_chunks(),
+            common::MINILM,
+            Some(reranker.to_str().unwrap()),
+            None,
+            RagOptions {
+                fusion,
+                ..Default::default()
+            },
+            None,
+            false,
+        )
+        .unwrap()
+        .ask("How does varroa harm a colony?")
+        .unwrap()
+    };
+    let alone = ask(None);
+    let scores: Vec<f32> = alone
+        .passages
+        .iter()
+        .map(|p| p.rerank_score.unwrap())
+        .collect();
+    assert!(
+        scores.windows(2).all(|w| w[0] >= w[1]),
+        "no saved weight: the reranker's order"
+    );
+    assert_ne!(alone.passages[..], alone.retrieved[..5]);
+    ragtune::models::fusion::FusionChoice::at(
+        1.0,
+        vec![(0.0, 0.2), (1.0, 0.6)],
+        3,
+        "a test".into(),
+    )
+    .save(&reranker)
+    .unwrap();
+    let saved = ask(None);
+    assert_eq!(
+        saved.passages[..],
+        saved.retrieved[..5],
+        "weight 1: the retriever's order"
+    );
+    assert_eq!(
+        ask(Some(0.0)).passages,
+        alone.passages,
+        "a given weight wins"
+    );
+}
+
 #[test]
 fn diagnose_says_a_tiny_corpus_will_not_pay_and_shows_its_figures() {
     if common::skip_without_minilm() {

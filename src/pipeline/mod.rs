@@ -579,7 +579,7 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
         adapter: adapter.clone(),
         options: RagOptions {
             prompt: c.raft.clone(),
-            fusion,
+            fusion: Some(fusion),
             ..c.rag.clone()
         },
     };
@@ -916,7 +916,7 @@ fn train_raft(
         generator: None,
         options: RagOptions {
             rerank_k: c.rag.retrieve_k,
-            fusion: parts.fusion,
+            fusion: Some(parts.fusion),
             ..c.rag.clone()
         },
     };

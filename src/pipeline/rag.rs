@@ -39,8 +39,8 @@ pub struct RagOptions {
     pub batch_size: usize,
     /// The retriever's weight when the reranker's order is fused with it (`models::fusion`):
     /// 0 ranks by the reranker alone, 1 keeps the retriever's order. The pipeline chooses it on
-    /// its held-out questions.
-    pub fusion: f64,
+    /// its held-out questions. Unset: the weight saved with the reranker (`fusion.json`), else 0.
+    pub fusion: Option<f64>,
 }
 
 impl Default for RagOptions {
@@ -51,7 +51,7 @@ impl Default for RagOptions {
             max_tokens: 256,
             prompt: RaftOptions::default(),
             batch_size: 16,
-            fusion: 0.0,
+            fusion: None,
         }
     }
 }
@@ -435,7 +435,12 @@ impl Rag {
             .iter()
             .map(|p| p.rerank_score.unwrap_or(f32::NEG_INFINITY))
             .collect();
-        let fused = crate::models::fusion::fuse(&first, &second, self.options.fusion);
+        let weight = self
+            .options
+            .fusion
+            .or(reranker.fusion.as_ref().map(|f| f.retriever_weight))
+            .unwrap_or(0.0);
+        let fused = crate::models::fusion::fuse(&first, &second, weight);
         for (p, &s) in retrieved.iter_mut().zip(&fused) {
             p.rank_score = Some(s);
         }

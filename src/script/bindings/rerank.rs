@@ -80,7 +80,8 @@ pub(super) fn register(r: &mut Registry) {
         "Retrieves each judged query's top_k (100) with the retriever, reranks them, and reports retriever vs reranked \
          side by side (a relevant document the retriever missed stays missed unless include_positives). `fusion: w` \
          ranks by w·z(retriever) + (1−w)·z(reranker) per query (choose w on held-out queries: every report holds \
-         NDCG@10 at w = 0, 0.1, …, 1).",
+         NDCG@10 at w = 0, 0.1, …, 1); unset, a reranker trained with a `fusion` hold-out fuses at the weight \
+         it saved (fusion: 0 for the reranker alone).",
         example: "let report = evaluate_reranker(tuned, load_reranker(\"runs/reranker\"), dev, #{top_k: 50}); display(report); display(report.chart())",
         |retriever: Encoder, reranker: Reranker, data: Dataset, opts: Map| -> Fallible<RerankEval> {
             let opts: RerankEvalOptions = options(opts, "evaluate_reranker options")?;
