@@ -219,6 +219,7 @@ mod tests {
         assert_eq!(best(&curve), (1.0, 1.0));
         assert_eq!(best(&[(0.0, 0.5), (0.5, 0.7), (1.0, 0.6)]), (0.5, 0.7));
     }
+
     #[test]
     fn held_out_queries_are_those_whose_sha256_divides() {
         // int(sha256(id).hexdigest(), 16) % 10 in Python: "18" → 0, "74" → 0, "3" → 8, "13" → 2.
