@@ -272,10 +272,10 @@ fn train_reranker(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun
         .transpose()?;
     let int = |opts: &mut Map, key: &str| -> Fallible<Option<usize>> {
         opts.remove(key)
-            .map(|v| {
-                v.as_int()
-                    .map(|n| n.max(0) as usize)
-                    .map_err(|t| format!("{key} must be an integer, found {t}").into())
+            .map(|v| match v.as_int() {
+                Ok(n) if n >= 0 => Ok(n as usize),
+                Ok(n) => Err(format!("{key} must not be negative, found {n}").into()),
+                Err(t) => Err(format!("{key} must be an integer, found {t}").into()),
             })
             .transpose()
     };
