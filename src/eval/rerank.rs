@@ -469,10 +469,7 @@ pub fn evaluate_reranker(
     let reranked = candidates.rerank(reranker, options)?;
     let rerank_seconds = start.elapsed().as_secs_f64();
     let retriever = evaluate_run(&candidates.run(), &candidates.qrels, &options.ks);
-    // Unset: the weight saved with the reranker, if any (0 asks for the reranker alone).
-    let fusion = options
-        .fusion
-        .or(reranker.fusion.as_ref().map(|f| f.retriever_weight));
+    let fusion = reranker.fusion_weight(options.fusion);
     if let Some(w) = fusion.filter(|w| !(0.0..=1.0).contains(w)) {
         bail!("fusion weight {w}: must be between 0 (the reranker alone) and 1 (the retriever)");
     }

@@ -145,6 +145,12 @@ pub struct CrossEncoder {
 }
 
 impl CrossEncoder {
+    /// The retriever weight to fuse with: `given`, else the one saved with this reranker, else
+    /// none (the reranker's order alone).
+    pub fn fusion_weight(&self, given: Option<f64>) -> Option<f64> {
+        given.or(self.fusion.as_ref().map(|f| f.retriever_weight))
+    }
+
     /// Loads a cross-encoder from a local directory or hub id (see [`ModelSource::parse`]).
     pub fn load(spec: &str, load: &LoadOptions, options: &CrossEncoderOptions) -> Result<Self> {
         let source = ModelSource::parse(spec)?;

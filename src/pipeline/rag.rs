@@ -435,11 +435,7 @@ impl Rag {
             .iter()
             .map(|p| p.rerank_score.unwrap_or(f32::NEG_INFINITY))
             .collect();
-        let weight = self
-            .options
-            .fusion
-            .or(reranker.fusion.as_ref().map(|f| f.retriever_weight))
-            .unwrap_or(0.0);
+        let weight = reranker.fusion_weight(self.options.fusion).unwrap_or(0.0);
         let fused = crate::models::fusion::fuse(&first, &second, weight);
         for (p, &s) in retrieved.iter_mut().zip(&fused) {
             p.rank_score = Some(s);
