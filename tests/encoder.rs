@@ -84,3 +84,64 @@ fn batch_composition_does_not_change_embeddings() {
     assert!(max_diff(&one, &all) < 1e-5 && max_diff(&one, &some) < 1e-5);
     assert_ne!(one[0], one[1], "different texts, different embeddings");
 }
+
+/// The `*_first` passes (the last layer for `[CLS]` alone) give the first rows of the full
+/// passes, packed and padded, in both modes, for sequences of 2 to 12 tokens.
+#[test]
+fn first_token_passes_equal_the_full_passes_first_rows() {
+    use candle_core::{IndexOp, Tensor};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = common::write_tiny_model(tmp.path(), 12);
+    let encoder = SentenceEncoder::load(dir.to_str().unwrap(), &Default::default()).unwrap();
+    let texts = [
+        "the queen and the brood of the hive in the spring",
+        "",
+        "wax",
+        "how do bees make honey",
+    ];
+    let encodings = encoder.tokenize(&texts).unwrap();
+    let group: Vec<_> = encodings.iter().collect();
+    let seq_lens: Vec<usize> = group.iter().map(|e| e.get_ids().len()).collect();
+    assert_eq!((seq_lens[0], seq_lens[1]), (12, 2));
+    let ids: Vec<u32> = group.iter().flat_map(|e| e.get_ids().to_vec()).collect();
+    let ids = Tensor::new(ids, &candle_core::Device::Cpu).unwrap();
+    let full = encoder.bert.forward_packed(&ids, &seq_lens).unwrap();
+    let starts: Vec<u32> = seq_lens
+        .iter()
+        .scan(0u32, |at, &l| {
+            let s = *at;
+            *at += l as u32;
+            Some(s)
+        })
+        .collect();
+    let expected: Vec<Vec<f32>> = full
+        .index_select(&Tensor::new(starts, &candle_core::Device::Cpu).unwrap(), 0)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    let packed: Vec<Vec<f32>> = encoder
+        .bert
+        .forward_packed_first(&ids, None, &seq_lens)
+        .unwrap()
+        .to_vec2()
+        .unwrap();
+    let diff = max_diff(&expected, &packed);
+    assert!(diff < 1e-5, "packed first-token pass differs by {diff}");
+    let (ids, mask) = encoder.pad_batch(&group).unwrap();
+    for mode in [Mode::Infer, Mode::Train] {
+        let full = encoder.bert.forward(&ids, &mask, mode).unwrap();
+        let expected: Vec<Vec<f32>> = full.i((.., 0)).unwrap().to_vec2().unwrap();
+        let first: Vec<Vec<f32>> = encoder
+            .bert
+            .forward_typed_first(&ids, None, &mask, mode)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        let diff = max_diff(&expected, &first);
+        assert!(
+            diff < 1e-5,
+            "{mode:?}: padded first-token pass differs by {diff}"
+        );
+        assert!(expected.iter().flatten().any(|v| v.abs() > 0.1));
+    }
+}

@@ -135,3 +135,113 @@ pub fn packed_attention(qkv: &Tensor, seq_lens: &[usize], heads: usize) -> Resul
         heads,
     })
 }
+
+/// Attention for the first token of each packed sequence only: the last encoder layer of a model
+/// that reads nothing but `[CLS]` (a cross-encoder, CLS pooling) needs every token's keys and
+/// values but one query per sequence, so its query projection, output projection and
+/// feed-forward run on one row per sequence instead of all of them.
+struct FirstTokenAttention {
+    seq_lens: Vec<usize>,
+    heads: usize,
+}
+
+impl candle_core::CustomOp2 for FirstTokenAttention {
+    fn name(&self) -> &'static str {
+        "first-token-attention"
+    }
+
+    fn cpu_fwd(
+        &self,
+        q_storage: &CpuStorage,
+        q_layout: &Layout,
+        kv_storage: &CpuStorage,
+        kv_layout: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(q_data), CpuStorage::F32(kv_data)) = (q_storage, kv_storage) else {
+            candle_core::bail!("first-token attention runs on f32 only");
+        };
+        let (Some((q0, q1)), Some((kv0, kv1))) = (
+            q_layout.contiguous_offsets(),
+            kv_layout.contiguous_offsets(),
+        ) else {
+            candle_core::bail!("first-token attention needs contiguous q and kv tensors");
+        };
+        let (q, kv) = (&q_data[q0..q1], &kv_data[kv0..kv1]);
+        let (seqs, hidden) = q_layout.shape().dims2()?;
+        let (tokens, two_h) = kv_layout.shape().dims2()?;
+        if seqs != self.seq_lens.len()
+            || two_h != 2 * hidden
+            || self.seq_lens.iter().sum::<usize>() != tokens
+            || hidden % self.heads != 0
+        {
+            candle_core::bail!(
+                "first-token attention: q {:?}, kv {:?} and {} sequences do not fit",
+                q_layout.shape(),
+                kv_layout.shape(),
+                self.seq_lens.len()
+            );
+        }
+        let head_dim = hidden / self.heads;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let starts: Vec<usize> = self
+            .seq_lens
+            .iter()
+            .scan(0, |at, &len| {
+                let start = *at;
+                *at += len;
+                Some(start)
+            })
+            .collect();
+        let mut out = vec![0f32; seqs * hidden];
+        out.par_chunks_mut(hidden).enumerate().for_each_init(
+            Vec::new,
+            |scores: &mut Vec<f32>, (s, row)| {
+                let len = self.seq_lens[s];
+                if len == 0 {
+                    return;
+                }
+                let keys = &kv[starts[s] * two_h..(starts[s] + len) * two_h];
+                for h in 0..self.heads {
+                    let cols = h * head_dim..(h + 1) * head_dim;
+                    let query = &q[s * hidden + cols.start..s * hidden + cols.end];
+                    scores.clear();
+                    scores.extend(
+                        keys.chunks_exact(two_h)
+                            .map(|k| scale * dot(query, &k[cols.clone()])),
+                    );
+                    super::fused::softmax_in_place(scores, len);
+                    let context = &mut row[cols.clone()];
+                    for (p, kv_row) in scores.iter().zip(keys.chunks_exact(two_h)) {
+                        let value = &kv_row[hidden + cols.start..hidden + cols.end];
+                        for (c, v) in context.iter_mut().zip(value) {
+                            *c += p * v;
+                        }
+                    }
+                }
+            },
+        );
+        Ok((CpuStorage::F32(out), Shape::from((seqs, hidden))))
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// Attention context `[sequences, hidden]` of each packed sequence's first token: `q` holds the
+/// first tokens' query projections (`[sequences, hidden]`), `kv` every token's keys then values
+/// (`[total_tokens, 2 * hidden]`).
+pub fn first_token_attention(
+    q: &Tensor,
+    kv: &Tensor,
+    seq_lens: &[usize],
+    heads: usize,
+) -> Result<Tensor> {
+    q.contiguous()?.apply_op2_no_bwd(
+        &kv.contiguous()?,
+        &FirstTokenAttention {
+            seq_lens: seq_lens.to_vec(),
+            heads,
+        },
+    )
+}

@@ -433,8 +433,9 @@ impl CrossEncoder {
         let ids = Tensor::from_vec(ids, shape, device)?;
         let types = Tensor::from_vec(types, shape, device)?;
         let mask = Tensor::from_vec(mask, shape, device)?;
-        let tokens = self.bert.forward_typed(&ids, Some(&types), &mask, mode)?;
-        let cls = tokens.narrow(1, 0, 1)?.squeeze(1)?;
+        let cls = self
+            .bert
+            .forward_typed_first(&ids, Some(&types), &mask, mode)?;
         self.head(&cls, mode)
     }
 
@@ -454,18 +455,9 @@ impl CrossEncoder {
         let device = self.device();
         let ids = Tensor::from_vec(ids, total, device)?;
         let types = Tensor::from_vec(types, total, device)?;
-        let tokens = self
+        let cls = self
             .bert
-            .forward_packed_typed(&ids, Some(&types), &seq_lens)?;
-        let starts: Vec<u32> = seq_lens
-            .iter()
-            .scan(0u32, |at, &len| {
-                let start = *at;
-                *at += len as u32;
-                Some(start)
-            })
-            .collect();
-        let cls = tokens.index_select(&Tensor::new(starts, device)?, 0)?;
+            .forward_packed_first(&ids, Some(&types), &seq_lens)?;
         self.head(&cls, Mode::Infer)
     }
 

@@ -278,12 +278,18 @@ impl SentenceEncoder {
 
     /// Sentence embeddings `[batch, dim]` of a padded batch; differentiable in [`Mode::Train`].
     pub fn embed_batch(&self, input_ids: &Tensor, mask: &Tensor, mode: Mode) -> Result<Tensor> {
-        let mut tokens = self.bert.forward(input_ids, mask, mode)?;
-        if matches!(tokens.dtype(), DType::BF16 | DType::F16) {
-            // Pooling and normalising sum hundreds of values: in f32, not in half precision.
-            tokens = tokens.to_dtype(DType::F32)?;
-        }
-        let pooled = self.pooling.apply(&tokens, mask)?;
+        let pooled = if self.pooling == Pooling::Cls {
+            // Only [CLS] is read: the last layer skips the other tokens' rows.
+            let cls = self.bert.forward_typed_first(input_ids, None, mask, mode)?;
+            cls.to_dtype(DType::F32)?
+        } else {
+            let mut tokens = self.bert.forward(input_ids, mask, mode)?;
+            if matches!(tokens.dtype(), DType::BF16 | DType::F16) {
+                // Pooling and normalising sum hundreds of values: in f32, not in half precision.
+                tokens = tokens.to_dtype(DType::F32)?;
+            }
+            self.pooling.apply(&tokens, mask)?
+        };
         Ok(if self.normalize {
             l2_normalize(&pooled)?
         } else {
@@ -314,8 +320,13 @@ impl SentenceEncoder {
             .flat_map(|e| e.get_ids().iter().copied())
             .collect();
         let ids = Tensor::from_vec(ids, seq_lens.iter().sum::<usize>(), self.device())?;
-        let tokens = self.bert.forward_packed(&ids, &seq_lens)?;
-        let pooled = self.pooling.apply_packed(&tokens, &seq_lens)?;
+        let pooled = if self.pooling == Pooling::Cls {
+            // Only [CLS] is read: the last layer skips the other tokens' rows.
+            self.bert.forward_packed_first(&ids, None, &seq_lens)?
+        } else {
+            let tokens = self.bert.forward_packed(&ids, &seq_lens)?;
+            self.pooling.apply_packed(&tokens, &seq_lens)?
+        };
         Ok(if self.normalize {
             l2_normalize(&pooled)?
         } else {

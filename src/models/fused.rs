@@ -316,7 +316,10 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     let x = x.max(-87.0);
-    let n = (x * std::f32::consts::LOG2_E + 0.5).floor();
+    // n = round(x·log₂e) by the 1.5·2²³ trick: plain additions, so loops vectorise even where
+    // `floor` would be a libm call (code compiled without SSE4.1, as the generic training kernels).
+    const ROUND: f32 = 12_582_912.0;
+    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
     let r = (x - n * LN2_HI) - n * LN2_LO;
     let p = 1.0
         + r * (1.0
@@ -327,7 +330,8 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     // SAFETY: x ∈ [-87, 0] puts n in [-126, 0], representable in i32. (`as i32` would saturate,
     // which compiles to scalar code with NaN checks and stops the loop from vectorising.)
     let n = unsafe { n.to_int_unchecked::<i32>() };
-    let scale = f32::from_bits(((n + 127) as u32) << 23);
+    // Wrapping: an overflow check here (dev builds) would keep the loop scalar.
+    let scale = f32::from_bits((n.wrapping_add(127) as u32) << 23);
     p * scale
 }
 
