@@ -57,7 +57,7 @@ def cmd_train(a):
 
     args = CrossEncoderTrainingArguments(
         output_dir=a.out + "-trainer", num_train_epochs=a.epochs, per_device_train_batch_size=a.batch_size,
-        learning_rate=a.lr, warmup_ratio=a.warmup_ratio, seed=a.seed, save_strategy="no", logging_steps=10,
+        learning_rate=a.lr, warmup_ratio=a.warmup_ratio, seed=a.seed, save_strategy="no", logging_steps=a.logging_steps,
         max_steps=a.max_steps if a.max_steps else -1,
         report_to="none", bf16=False, fp16=False, dataloader_drop_last=False, use_cpu=True,
     )
@@ -68,7 +68,7 @@ def cmd_train(a):
     model.save(a.out)
     steps = result.global_step
     print(json.dumps({"steps": steps, "seconds": seconds, "seconds_per_step": seconds / max(steps, 1),
-                      "train_loss": result.training_loss, "logged": logged[-5:], "peak_rss_mb": peak_rss_mb()}))
+                      "train_loss": result.training_loss, "logged": logged if a.logging_steps == 1 else logged[-5:], "peak_rss_mb": peak_rss_mb()}))
 
 
 def cmd_score(a):
@@ -120,6 +120,7 @@ def main():
     t.add_argument("--max-length", type=int, default=256)
     t.add_argument("--seed", type=int, default=42)
     t.add_argument("--max-steps", type=int, default=0, help="stop after this many steps (speed runs)")
+    t.add_argument("--logging-steps", type=int, default=10, help="1 prints every step's loss")
     s = sub.add_parser("score")
     s.add_argument("--model", required=True)
     s.add_argument("--pairs", required=True)
