@@ -598,7 +598,10 @@ fn reranker_commands_train_score_and_evaluate() {
     };
     let out = train(&["--loss-setting", "pos_weight=2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    assert_stderr_says(&out, "(labeled-pair: columns anchor, positive, label)");
+    assert_stderr_says(
+        &out,
+        "(labeled-pair: columns anchor, positive, label) with BinaryCrossEntropyLoss at lr 1e-3",
+    );
     let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(outcome["loss"], "BinaryCrossEntropyLoss");
     assert_eq!(outcome["steps"], 6, "6 rows in batches of 2, 2 epochs");
@@ -621,7 +624,8 @@ fn reranker_commands_train_score_and_evaluate() {
     let bad = train(&["--sampler", "shuffled"]);
     assert_stderr_says(&bad, "shuffled");
 
-    // A labeled-list file from `mine` trains a listwise loss as it is.
+    // A labeled-list file from `mine` trains a listwise loss as it is: LambdaLoss at its own
+    // learning rate when no loss is named.
     let lists = tmp.path().join("lists.jsonl");
     mine_as("labeled-list", &lists);
     let out = run(&[
@@ -631,8 +635,6 @@ fn reranker_commands_train_score_and_evaluate() {
         &s(&model),
         "--data",
         &s(&lists),
-        "--loss",
-        "lambda",
         "--output",
         &s(&tmp.path().join("listwise")),
         "--max-steps",
@@ -643,6 +645,9 @@ fn reranker_commands_train_score_and_evaluate() {
     .map(String::from));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_stderr_says(&out, "labeled-list");
+    assert_stderr_says(&out, "with LambdaLoss at lr 1e-4");
+    let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["loss"], "LambdaLoss");
 
     // Scores of pairs and of lists.
     let input = tmp.path().join("input.jsonl");

@@ -9,7 +9,9 @@ use clap::{Args, Subcommand};
 use ragtune::data::load_beir;
 use ragtune::eval::{Candidates, RerankEvalOptions};
 use ragtune::models::{CrossEncoder, CrossEncoderOptions, LoadOptions, SentenceEncoder};
-use ragtune::train::rerank::{hold_out_for_fusion, RerankLossConfig, RerankSet, RerankTrainer};
+use ragtune::train::rerank::{
+    default_config, hold_out_for_fusion, RerankLossConfig, RerankSet, RerankTrainer,
+};
 use ragtune::train::{EmbedTrainer, LossConfig, LossName, TrainConfig, TrainOutcome};
 use serde_json::{json, Map, Value};
 
@@ -172,9 +174,10 @@ pub struct RerankArgs {
     /// Use only these columns, in this order.
     #[arg(long, value_delimiter = ',')]
     columns: Vec<String>,
-    /// bce, mnrl, list_net, lambda, rank_net or margin_mse.
-    #[arg(long, default_value = "bce")]
-    loss: String,
+    /// bce, mnrl, list_net, lambda, rank_net or margin_mse (default: lambda at lr 1e-4 for
+    /// n-tuples and labeled lists, bce for labeled pairs).
+    #[arg(long)]
+    loss: Option<String>,
     /// A loss setting as key=value (repeatable), e.g. pos_weight=5, num_negatives=8,
     /// weighting_scheme=ndcg_loss2pp, k=10, mini_batch_size=64, activation_fn=sigmoid.
     #[arg(long = "loss-setting", value_name = "KEY=VALUE")]
@@ -314,8 +317,13 @@ fn embed(a: EmbedArgs) -> Result<TrainOutcome> {
 
 fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
     let mut data = RerankSet::load(&a.data, &a.columns)?;
-    let mut loss = Map::new();
-    loss.insert("name".into(), json!(a.loss.replace('-', "_")));
+    let mut loss = match &a.loss {
+        Some(name) => Map::from_iter([("name".to_string(), json!(name.replace('-', "_")))]),
+        None => match serde_json::to_value(RerankLossConfig::default_for(data.format))? {
+            Value::Object(map) => map,
+            other => anyhow::bail!("a loss's settings serialise to an object, not {other}"),
+        },
+    };
     for kv in &a.loss_settings {
         let Some((k, v)) = kv.split_once('=') else {
             anyhow::bail!("--loss-setting `{kv}`: expected KEY=VALUE");
@@ -333,7 +341,7 @@ fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
             ..Default::default()
         },
     )?;
-    let config = a.run.config(TrainConfig::rerank())?;
+    let config = a.run.config(default_config(&loss))?;
     let dev_options = RerankEvalOptions {
         top_k: a.dev_top_k,
         progress: false,
@@ -377,12 +385,14 @@ fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
         None => None,
     };
     eprintln!(
-        "training {} on {} rows, {} pairs ({}: columns {}) -> {}",
+        "training {} on {} rows, {} pairs ({}: columns {}) with {} at lr {:e} -> {}",
         model.name(),
         data.len(),
         data.pair_count(),
         serde_json::to_value(data.format)?.as_str().unwrap_or(""),
         data.columns.join(", "),
+        loss.build()?.name(),
+        config.lr,
         a.run.output.display()
     );
     RerankTrainer {

@@ -456,13 +456,14 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
                 write_table(&mined.frame, &dir.join("mined.parquet"))?;
                 let set = crate::train::rerank::RerankSet::from_frame(&mined.frame, "mined pairs")?;
                 let model = CrossEncoder::load(&c.base_reranker, &load, &Default::default())?;
-                let config = TrainConfig::rerank()
+                let loss = crate::train::rerank::RerankLossConfig::default_for(set.format);
+                let config = crate::train::rerank::default_config(&loss)
                     .overlay(c.rerank_train.clone())?
                     .overlay(progress_map(c.progress))?;
                 let outcome = crate::train::rerank::RerankTrainer {
                     model: &model,
                     data: &set,
-                    loss: Default::default(),
+                    loss,
                     config,
                     dev: None,
                     dev_options: Default::default(),

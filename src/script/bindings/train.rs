@@ -11,7 +11,9 @@ use crate::eval::{Candidates, RerankEvalOptions};
 use crate::models::{CrossEncoder, CrossEncoderOptions, LoadOptions, SentenceEncoder};
 use crate::script::values::{Chart, Dataset, Encoder, Frame, Llm, Reranker, TrainRun, Trained};
 use crate::train::log::TrainLog;
-use crate::train::rerank::{hold_out_for_fusion, RerankLossConfig, RerankSet, RerankTrainer};
+use crate::train::rerank::{
+    default_config, hold_out_for_fusion, RerankLossConfig, RerankSet, RerankTrainer,
+};
 use crate::train::{EmbedTrainer, LossConfig, TrainConfig, TrainingSet};
 
 pub(super) fn register(r: &mut Registry) {
@@ -47,14 +49,14 @@ pub(super) fn register(r: &mut Registry) {
         "Fine-tunes a cross-encoder (a reranker, or any BERT / sentence-transformers model with a fresh one-label \
          head) on (query, document, label) pairs, (query, positive, negative_1..n) rows or (query, [documents], \
          [labels]) lists. `output` (required) is where the model, checkpoints, log, chart and card go; `loss` a loss \
-         name (\"bce\", \"mnrl\", \"list_net\", \"lambda\", \"rank_net\", \"margin_mse\") or a map #{name, pos_weight, \
-         num_negatives, mini_batch_size, weighting_scheme, …}; `dev` a Dataset whose queries' top `dev_top_k` (20) \
+         name (\"bce\", \"mnrl\", \"list_net\", \"lambda\", \"rank_net\", \"margin_mse\"; default lambda for n-tuples and \
+         lists, bce for labeled pairs) or a map #{name, pos_weight, num_negatives, mini_batch_size, weighting_scheme, …}; `dev` a Dataset whose queries' top `dev_top_k` (20) \
          by `retriever` (an Encoder, default all-MiniLM-L6-v2) are reranked before, during and after; `fusion` a \
          Dataset (the split the data was mined from) whose queries with an id hash divisible by `fusion_every` \
          (10) are held out of training, their top `fusion_top_k` (100) reranked after it, and the retriever \
          weight that fuses best saved as fusion.json (rerank evaluations then use it); `columns` \
          picks the data's columns; every other key is a TrainConfig field (defaults: the reranker stage's: \
-         batch_size 16, lr 5e-5, warmup_ratio 0.1, plain batches).",
+         batch_size 16, lr 5e-5 (LambdaLoss: 1e-4), warmup_ratio 0.1, plain batches).",
         example: "let run = train_reranker(\"sentence-transformers/all-MiniLM-L6-v2\", mined.frame, #{output: \"runs/reranker\", loss: \"bce\", epochs: 1}); print(run)",
         |model: &str, data: Frame, opts: Map| -> Fallible<TrainRun> { train_reranker(model, &data, opts) },
     );
@@ -247,8 +249,10 @@ fn train(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun> {
 
 fn train_reranker(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun> {
     let run = RunOptions::take(&mut opts, "train_reranker")?;
+    let mut set =
+        RerankSet::from_frame_columns(&data.0, "the training frame", &run.columns).map_err(fail)?;
     let loss = match run.loss {
-        None => RerankLossConfig::default(),
+        None => RerankLossConfig::default_for(set.format),
         Some(v) if v.is_string() => RerankLossConfig::named(&v.into_string()?).map_err(fail)?,
         Some(v) => {
             let value: serde_json::Value = rhai::serde::from_dynamic(&v)?;
@@ -283,9 +287,7 @@ fn train_reranker(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun
     let max_length = int(&mut opts, "max_length")?;
     let fusion_every = int(&mut opts, "fusion_every")?.unwrap_or(10);
     let fusion_top_k = int(&mut opts, "fusion_top_k")?.unwrap_or(100);
-    let config = train_config(TrainConfig::rerank(), opts)?;
-    let mut set =
-        RerankSet::from_frame_columns(&data.0, "the training frame", &run.columns).map_err(fail)?;
+    let config = train_config(default_config(&loss), opts)?;
     let mut reranker = CrossEncoder::load(
         model,
         &LoadOptions::default(),

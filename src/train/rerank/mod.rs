@@ -45,6 +45,17 @@ pub struct RerankTrainer<'a> {
     pub fusion: Option<&'a Candidates>,
 }
 
+/// This stage's training defaults for `loss`: [`TrainConfig::rerank`], at the loss's own learning
+/// rate where it has one ([`RerankLossConfig::learning_rate`]). The CLI, scripts and the pipeline
+/// start from this.
+pub fn default_config(loss: &RerankLossConfig) -> TrainConfig {
+    let mut config = TrainConfig::rerank();
+    if let Some(lr) = loss.learning_rate() {
+        config.lr = lr;
+    }
+    config
+}
+
 /// Splits off the queries that choose the fusion weight: one in `every` of `candidates`'
 /// queries (by a hash of the query id; [`crate::models::fusion::held_out`]), and `data` without
 /// the rows that ask any of them. Returns the training rows, the held-out candidates and how many

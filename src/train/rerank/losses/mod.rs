@@ -19,7 +19,7 @@ use anyhow::Result;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::data::{RerankBatch, RerankSet};
+use super::data::{RerankBatch, RerankFormat, RerankSet};
 use crate::models::ScoreActivation;
 use crate::rng::Rng;
 
@@ -71,6 +71,27 @@ impl Default for RerankLossConfig {
 }
 
 impl RerankLossConfig {
+    /// The loss a run takes when none is named: LambdaLoss for data that gives each query a list
+    /// of documents (n-tuples, labeled lists), which ranks them against each other; BCE for
+    /// labeled pairs, the one loss that reads them.
+    pub fn default_for(format: RerankFormat) -> Self {
+        match format {
+            RerankFormat::LabeledPair => Self::default(),
+            RerankFormat::NTuple | RerankFormat::LabeledList => {
+                Self::Lambda(lambda::LambdaSettings::default())
+            }
+        }
+    }
+
+    /// The learning rate this loss trains at unless one is given; `None`: the stage's
+    /// ([`crate::train::TrainConfig::rerank`]).
+    pub fn learning_rate(&self) -> Option<f64> {
+        match self {
+            Self::Lambda(_) => Some(lambda::DEFAULT_LR),
+            _ => None,
+        }
+    }
+
     /// The loss `name` with its default settings.
     pub fn named(name: &str) -> Result<Self> {
         Self::from_json(serde_json::json!({ "name": name.replace('-', "_") }))
