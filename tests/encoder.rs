@@ -106,13 +106,9 @@ fn first_token_passes_equal_the_full_passes_first_rows() {
     let ids: Vec<u32> = group.iter().flat_map(|e| e.get_ids().to_vec()).collect();
     let ids = Tensor::new(ids, &candle_core::Device::Cpu).unwrap();
     let full = encoder.bert.forward_packed(&ids, &seq_lens).unwrap();
-    let starts: Vec<u32> = seq_lens
-        .iter()
-        .scan(0u32, |at, &l| {
-            let s = *at;
-            *at += l as u32;
-            Some(s)
-        })
+    let starts: Vec<u32> = ragtune::models::attention::sequence_starts(&seq_lens)
+        .into_iter()
+        .map(|s| s as u32)
         .collect();
     let expected: Vec<Vec<f32>> = full
         .index_select(&Tensor::new(starts, &candle_core::Device::Cpu).unwrap(), 0)

@@ -48,12 +48,7 @@ impl CustomOp1 for PackedAttention {
         }
         let mut out = vec![0f32; tokens * hidden];
         let out_ptr = OutPtr(out.as_mut_ptr());
-        let mut starts = Vec::with_capacity(self.seq_lens.len());
-        let mut offset = 0;
-        for &len in &self.seq_lens {
-            starts.push(offset);
-            offset += len;
-        }
+        let starts = sequence_starts(&self.seq_lens);
         let scale = 1.0 / (head_dim as f32).sqrt();
         let tasks: Vec<(usize, usize)> = (0..self.seq_lens.len())
             .flat_map(|s| (0..self.heads).map(move |h| (s, h)))
@@ -127,6 +122,18 @@ impl CustomOp1 for PackedAttention {
     }
 }
 
+/// Where each packed sequence starts: the running sum of the lengths before it.
+pub fn sequence_starts(seq_lens: &[usize]) -> Vec<usize> {
+    seq_lens
+        .iter()
+        .scan(0, |at, &len| {
+            let start = *at;
+            *at += len;
+            Some(start)
+        })
+        .collect()
+}
+
 /// Self-attention context `[total_tokens, hidden]` of packed sequences from their fused
 /// projections `qkv` (`[total_tokens, 3 * hidden]`: queries, then keys, then values).
 pub fn packed_attention(qkv: &Tensor, seq_lens: &[usize], heads: usize) -> Result<Tensor> {
@@ -183,15 +190,7 @@ impl candle_core::CustomOp2 for FirstTokenAttention {
         }
         let head_dim = hidden / self.heads;
         let scale = 1.0 / (head_dim as f32).sqrt();
-        let starts: Vec<usize> = self
-            .seq_lens
-            .iter()
-            .scan(0, |at, &len| {
-                let start = *at;
-                *at += len;
-                Some(start)
-            })
-            .collect();
+        let starts = sequence_starts(&self.seq_lens);
         let mut out = vec![0f32; seqs * hidden];
         out.par_chunks_mut(hidden).enumerate().for_each_init(
             Vec::new,
