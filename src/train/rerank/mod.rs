@@ -316,7 +316,7 @@ impl TrainTask for RerankTask<'_> {
                 t.model.max_length
             )],
             dev: t.dev.map(|c| format!("{} (top {} of {})", c.name, t.dev_options.top_k, c.retriever)),
-            defaults: TrainConfig::rerank(),
+            defaults: default_config(&t.loss),
             outcome,
             device: crate::models::device::name(t.model.device()),
         }
