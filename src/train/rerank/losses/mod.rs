@@ -73,7 +73,7 @@ impl Default for RerankLossConfig {
 impl RerankLossConfig {
     /// The loss a run takes when none is named: LambdaLoss for data that gives each query a list
     /// of documents (n-tuples, labeled lists), which ranks them against each other; BCE for
-    /// labeled pairs, the one loss that reads them.
+    /// labeled pairs (a label per pair, no list to rank).
     pub fn default_for(format: RerankFormat) -> Self {
         match format {
             RerankFormat::LabeledPair => Self::default(),
