@@ -134,8 +134,13 @@ fn an_embedding_training_step_matches_between_cpu_and_cuda() {
             let (loss, _) = LossConfig::named(LossName::Mnrl)
                 .build(&LoadOptions::default())
                 .unwrap();
+            // With dropout: the CPU kernel and CUDA's composed ops must draw the same masks.
+            let dropout = ragtune::train::task::BatchDropout {
+                rates: ragtune::models::dropout::DropoutRates::uniform(0.1),
+                seed: 3,
+            };
             let (value, grads) =
-                loss_and_grads(&encoder, &params, loss.as_ref(), &batch, None).unwrap();
+                loss_and_grads(&encoder, &params, loss.as_ref(), &batch, None, dropout).unwrap();
             (value, grads, params.names)
         };
         let (cpu_loss, cpu, names) = step(&Device::Cpu);
@@ -171,8 +176,9 @@ fn a_cross_encoder_step_matches_between_cpu_and_cuda() {
         .unwrap();
         let encodings = model.tokenize_pairs(&pairs).unwrap();
         let refs: Vec<&tokenizers::Encoding> = encodings.iter().collect();
+        let dropout = ragtune::models::dropout::DropoutRates::uniform(0.1).draw(3, 0);
         let logits = model
-            .logits(&refs, Mode::Train)
+            .logits(&refs, Mode::Train(dropout))
             .unwrap()
             .squeeze(1)
             .unwrap();

@@ -124,7 +124,7 @@ fn first_token_passes_equal_the_full_passes_first_rows() {
     let diff = max_diff(&expected, &packed);
     assert!(diff < 1e-5, "packed first-token pass differs by {diff}");
     let (ids, mask) = encoder.pad_batch(&group).unwrap();
-    for mode in [Mode::Infer, Mode::Train] {
+    for mode in [Mode::Infer, Mode::Train(None)] {
         let full = encoder.bert.forward(&ids, &mask, mode).unwrap();
         let expected: Vec<Vec<f32>> = full.i((.., 0)).unwrap().to_vec2().unwrap();
         let first: Vec<Vec<f32>> = encoder

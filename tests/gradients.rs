@@ -17,7 +17,7 @@ fn batch() -> (Tensor, Tensor) {
 
 fn loss(model: &BertModel, probe: &Tensor, pooling: Pooling) -> Tensor {
     let (ids, mask) = batch();
-    let tokens = model.forward(&ids, &mask, Mode::Train).unwrap();
+    let tokens = model.forward(&ids, &mask, Mode::Train(None)).unwrap();
     let pooled = l2_normalize(&pooling.apply(&tokens, &mask).unwrap()).unwrap();
     (pooled * probe).unwrap().sum_all().unwrap()
 }
@@ -120,7 +120,7 @@ fn train_and_infer_modes_compute_the_same_function() {
         let tokens = model.forward(&ids, &mask, mode).unwrap();
         tokens.broadcast_mul(&real).unwrap()
     };
-    let worst = common::max_abs_diff(&on_real(Mode::Train), &on_real(Mode::Infer));
+    let worst = common::max_abs_diff(&on_real(Mode::Train(None)), &on_real(Mode::Infer));
     assert!(worst < 1e-5, "modes differ by {worst}");
 }
 

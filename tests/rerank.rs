@@ -12,6 +12,7 @@ use candle_core::{DType, Device, Tensor};
 use polars::prelude::*;
 use ragtune::eval::{evaluate_reranker, Candidates, RerankEvalOptions};
 use ragtune::models::bert::Mode;
+use ragtune::models::dropout::DropoutRates;
 use ragtune::models::{
     CrossEncoder, CrossEncoderOptions, LoadOptions, PredictOptions, ScoreActivation,
 };
@@ -245,6 +246,22 @@ fn unsupported_architectures_and_multi_label_training_are_refused() {
 
 #[test]
 fn every_cross_encoder_weight_gets_the_finite_difference_gradient() {
+    cross_encoder_gradients_match_finite_differences(Mode::Train(None));
+}
+
+/// Dropout at a high rate at every site (embeddings, attention probabilities, both output
+/// projections, the classifier's input): the masks are a function of the seed, so the loss is a
+/// fixed function of the weights and finite differences check the masked backward pass.
+fn heavy_dropout(seed: u64) -> Mode {
+    Mode::Train(DropoutRates::uniform(0.3).draw(seed, 0))
+}
+
+#[test]
+fn every_cross_encoder_weight_gets_the_finite_difference_gradient_under_dropout() {
+    cross_encoder_gradients_match_finite_differences(heavy_dropout(11));
+}
+
+fn cross_encoder_gradients_match_finite_differences(mode: Mode) {
     let tmp = tempfile::tempdir().unwrap();
     let model = load(
         &common::write_tiny_model(&tmp.path().join("m"), 24),
@@ -255,12 +272,7 @@ fn every_cross_encoder_weight_gets_the_finite_difference_gradient() {
     let refs: Vec<&tokenizers::Encoding> = encodings.iter().collect();
     let probe = Tensor::new(&[0.7f64, -1.3, 0.4, 1.1], &Device::Cpu).unwrap();
     let loss = || {
-        (model
-            .logits(&refs, Mode::Train)
-            .unwrap()
-            .squeeze(1)
-            .unwrap()
-            * &probe)
+        (model.logits(&refs, mode).unwrap().squeeze(1).unwrap() * &probe)
             .unwrap()
             .sum_all()
             .unwrap()
@@ -833,6 +845,61 @@ fn minilm_cross_encoder_matches_sentence_transformers_through_composed_ops() {
 #[test]
 fn every_cross_encoder_weight_gets_the_finite_difference_gradient_through_composed_ops() {
     common::through_composed_ops(every_cross_encoder_weight_gets_the_finite_difference_gradient);
+}
+
+#[test]
+fn every_cross_encoder_weight_gets_the_finite_difference_gradient_under_dropout_through_composed_ops(
+) {
+    common::through_composed_ops(
+        every_cross_encoder_weight_gets_the_finite_difference_gradient_under_dropout,
+    );
+}
+
+/// The fused kernel redraws its attention masks in the backward pass; the composed path (CUDA's)
+/// builds them as a tensor. Both must drop the same units: same logits, same gradients.
+#[test]
+fn dropout_masks_are_the_same_through_kernels_and_composed_ops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = load(
+        &common::write_tiny_model(&tmp.path().join("m"), 24),
+        DType::F32,
+    );
+    let pairs = tiny_pairs();
+    let encodings = model.tokenize_pairs(&pairs).unwrap();
+    let refs: Vec<&tokenizers::Encoding> = encodings.iter().collect();
+    let params = Params::from_varmap(&model.varmap, |_| false);
+    let run = |kernels: ragtune::models::kernels::Kernels, mode: Mode| {
+        ragtune::models::kernels::with(kernels, || {
+            let logits = model.logits(&refs, mode).unwrap().squeeze(1).unwrap();
+            let grads = logits.sum_all().unwrap().backward().unwrap();
+            let grads: Vec<Tensor> = params
+                .vars
+                .iter()
+                .map(|v| grads.get(v.as_tensor()).unwrap().clone())
+                .collect();
+            (logits, grads)
+        })
+    };
+    use ragtune::models::kernels::Kernels::{Native, Portable};
+    let (native, native_grads) = run(Native, heavy_dropout(5));
+    let (portable, portable_grads) = run(Portable, heavy_dropout(5));
+    assert!(common::max_abs_diff(&native, &portable) < 1e-5);
+    for (name, (a, b)) in params
+        .names
+        .iter()
+        .zip(native_grads.iter().zip(&portable_grads))
+    {
+        let scale = common::max_abs(a).max(1e-3);
+        assert!(
+            common::max_abs_diff(a, b) < 1e-4 * scale,
+            "{name}: gradients differ between the paths"
+        );
+    }
+    // And dropout changes the function: another seed, or none, scores differently.
+    let (other, _) = run(Native, heavy_dropout(6));
+    let (plain, _) = run(Native, Mode::Train(None));
+    assert!(common::max_abs_diff(&native, &other) > 1e-3);
+    assert!(common::max_abs_diff(&native, &plain) > 1e-3);
 }
 
 #[test]

@@ -9,9 +9,11 @@ use std::path::Path;
 
 use candle_core::DType;
 use polars::prelude::*;
+use ragtune::models::dropout::DropoutRates;
 use ragtune::models::LoadOptions;
 use ragtune::train::embed::step::loss_and_grads;
 use ragtune::train::optim::Params;
+use ragtune::train::task::BatchDropout;
 use ragtune::train::{EmbedTrainer, LossConfig, LossName, TrainConfig, TrainingSet};
 use ragtune::SentenceEncoder;
 
@@ -74,6 +76,15 @@ fn weights(encoder: &SentenceEncoder) -> HashMap<String, Vec<f64>> {
         .collect()
 }
 
+const NO_DROPOUT: BatchDropout = BatchDropout {
+    rates: DropoutRates {
+        hidden: 0.0,
+        attention: 0.0,
+        classifier: 0.0,
+    },
+    seed: 0,
+};
+
 #[test]
 fn gradcache_gives_plain_mnrl_loss_and_gradients() {
     let tmp = tempfile::tempdir().unwrap();
@@ -84,11 +95,22 @@ fn gradcache_gives_plain_mnrl_loss_and_gradients() {
     let (loss, _) = LossConfig::named(LossName::Mnrl)
         .build(&LoadOptions::default())
         .unwrap();
+    // Under dropout: the cached way's two passes must draw the direct pass's masks.
+    let dropout = BatchDropout {
+        rates: DropoutRates::uniform(0.2),
+        seed: 5,
+    };
     let (plain_loss, plain) =
-        loss_and_grads(&encoder, &params, loss.as_ref(), &batch, None).unwrap();
+        loss_and_grads(&encoder, &params, loss.as_ref(), &batch, None, dropout).unwrap();
     // Mini-batches of 3 over 7 rows: uneven chunks on purpose.
     let (cached_loss, cached) =
-        loss_and_grads(&encoder, &params, loss.as_ref(), &batch, Some(3)).unwrap();
+        loss_and_grads(&encoder, &params, loss.as_ref(), &batch, Some(3), dropout).unwrap();
+    let (undropped, _) =
+        loss_and_grads(&encoder, &params, loss.as_ref(), &batch, None, NO_DROPOUT).unwrap();
+    assert!(
+        (plain_loss - undropped).abs() > 1e-6,
+        "dropout changes the loss"
+    );
     assert!(
         (plain_loss - cached_loss).abs() < 1e-10,
         "{plain_loss} vs {cached_loss}"
@@ -378,7 +400,7 @@ fn mixed_precision_steps_give_f32_gradients_close_to_f32() {
             .build(&LoadOptions::default())
             .unwrap();
         let (exact, reference) =
-            loss_and_grads(&encoder, &params, loss.as_ref(), &batch, None).unwrap();
+            loss_and_grads(&encoder, &params, loss.as_ref(), &batch, None, NO_DROPOUT).unwrap();
         let largest = reference
             .0
             .iter()
@@ -389,7 +411,7 @@ fn mixed_precision_steps_give_f32_gradients_close_to_f32() {
             [(Precision::Bf16, 1.0, 3e-2), (Precision::F16, 1024.0, 5e-3)]
         {
             let (value, mut grads) = autocast(precision, scale, || {
-                loss_and_grads(&encoder, &params, loss.as_ref(), &batch, None).unwrap()
+                loss_and_grads(&encoder, &params, loss.as_ref(), &batch, None, NO_DROPOUT).unwrap()
             });
             grads.scale(1.0 / scale).unwrap();
             assert!(

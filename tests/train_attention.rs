@@ -1,18 +1,21 @@
 //! The fused training attention against the same attention composed from candle ops (additive
-//! padding mask, softmax, two matmuls), forward and backward, on rows of different lengths.
+//! padding mask, softmax, two matmuls), forward and backward, on rows of different lengths, with
+//! and without dropout on the probabilities.
 
 mod common;
 
 use candle_core::{DType, Device, Tensor, Var, D};
 use common::max_abs_diff_f64 as max_abs_diff;
+use ragtune::models::dropout::{Dropout, DropoutRates};
 use ragtune::models::train_attention::{right_padded_lengths, self_attention};
 
 const HEADS: usize = 2;
 const HEAD_DIM: usize = 3;
 const HIDDEN: usize = HEADS * HEAD_DIM;
 
-/// Attention over `qkv` (`[batch, len, 3 * HIDDEN]`) written with candle's differentiable ops.
-fn composed(qkv: &Tensor, mask: &Tensor) -> Tensor {
+/// Attention over `qkv` (`[batch, len, 3 * HIDDEN]`) written with candle's differentiable ops,
+/// the probabilities multiplied by `dropout`'s mask tensor when given.
+fn composed(qkv: &Tensor, mask: &Tensor, dropout: Option<(Dropout, usize)>) -> Tensor {
     let (batch, len, _) = qkv.dims3().unwrap();
     let part = |i: usize| {
         qkv.narrow(2, i * HIDDEN, HIDDEN)
@@ -30,7 +33,14 @@ fn composed(qkv: &Tensor, mask: &Tensor) -> Tensor {
         .reshape((batch, 1, 1, len))
         .unwrap();
     let scores = (q.matmul(&k.t().unwrap()).unwrap() / (HEAD_DIM as f64).sqrt()).unwrap();
-    let probs = candle_nn::ops::softmax(&scores.broadcast_add(&bias).unwrap(), D::Minus1).unwrap();
+    let mut probs =
+        candle_nn::ops::softmax(&scores.broadcast_add(&bias).unwrap(), D::Minus1).unwrap();
+    if let Some((d, layer)) = dropout {
+        let factors = d
+            .attention_mask(layer, probs.dims4().unwrap(), DType::F64, &Device::Cpu)
+            .unwrap();
+        probs = (probs * factors).unwrap();
+    }
     probs
         .matmul(&v)
         .unwrap()
@@ -42,6 +52,15 @@ fn composed(qkv: &Tensor, mask: &Tensor) -> Tensor {
 
 #[test]
 fn fused_attention_matches_composed_ops_forward_and_backward() {
+    fused_matches_composed(None);
+}
+
+#[test]
+fn fused_attention_drops_out_as_the_composed_mask_forward_and_backward() {
+    fused_matches_composed(DropoutRates::uniform(0.4).draw(9, 0).map(|d| (d, 3)));
+}
+
+fn fused_matches_composed(dropout: Option<(Dropout, usize)>) {
     let device = Device::Cpu;
     let mask = Tensor::new(
         &[[1u32, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]],
@@ -59,8 +78,13 @@ fn fused_attention_matches_composed_ops_forward_and_backward() {
         .broadcast_mul(&real)
         .unwrap();
 
-    let fused = self_attention(qkv.as_tensor(), &lens, HEADS).unwrap();
-    let reference = composed(qkv.as_tensor(), &mask);
+    let fused = self_attention(qkv.as_tensor(), &lens, HEADS, dropout).unwrap();
+    let reference = composed(qkv.as_tensor(), &mask, dropout);
+    if dropout.is_some() {
+        // Not the undropped function.
+        let plain = composed(qkv.as_tensor(), &mask, None);
+        assert!(max_abs_diff(&on_real_rows(&fused, &mask), &on_real_rows(&plain, &mask)) > 0.1);
+    }
     let on_real = |t: &Tensor| t.broadcast_mul(&real).unwrap();
     let forward_diff = max_abs_diff(&on_real(&fused), &on_real(&reference));
     assert!(forward_diff < 1e-12, "outputs differ by {forward_diff}");
@@ -83,6 +107,11 @@ fn fused_attention_matches_composed_ops_forward_and_backward() {
     assert!(max_abs_diff(&g_fused, &g_fused.zeros_like().unwrap()) > 0.1);
 }
 
+fn on_real_rows(t: &Tensor, mask: &Tensor) -> Tensor {
+    t.broadcast_mul(&mask.to_dtype(DType::F64).unwrap().unsqueeze(2).unwrap())
+        .unwrap()
+}
+
 #[test]
 fn only_right_padded_masks_have_lengths() {
     let device = Device::Cpu;
@@ -95,11 +124,13 @@ fn only_right_padded_masks_have_lengths() {
 #[test]
 fn lengths_that_do_not_fit_are_an_error() {
     let qkv = Tensor::zeros((2, 4, 3 * HIDDEN), DType::F32, &Device::Cpu).unwrap();
-    let err = self_attention(&qkv, &[4, 5], HEADS)
+    let err = self_attention(&qkv, &[4, 5], HEADS, None)
         .unwrap_err()
         .to_string();
     assert!(err.contains("do not fit"), "{err}");
-    let err = self_attention(&qkv, &[4], HEADS).unwrap_err().to_string();
+    let err = self_attention(&qkv, &[4], HEADS, None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("do not fit"), "{err}");
 }
 

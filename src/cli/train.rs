@@ -71,6 +71,10 @@ pub struct LoopArgs {
     /// Matrix products in f32, bf16 or f16 (mixed precision, for CUDA; as bf16=True / fp16=True).
     #[arg(long)]
     precision: Option<String>,
+    /// Encoder dropout in training at every site (0 turns it off); default: the model's own
+    /// rates from its config.json (0.1 for BERT and MiniLM), as sentence-transformers trains.
+    #[arg(long)]
+    dropout: Option<f64>,
     /// Where the model, checkpoints, log, chart and model card go.
     #[arg(long)]
     output: PathBuf,
@@ -112,6 +116,7 @@ impl LoopArgs {
             self.metric_for_best.as_ref().map(|v| json!(v)),
         );
         put("save_steps", self.save_steps.map(|v| json!(v)));
+        put("dropout", self.dropout.map(|v| json!(v)));
         if let Some(p) = &self.precision {
             let p = ragtune::models::precision::Precision::parse(p)?;
             put("precision", Some(json!(p.name())));

@@ -11,13 +11,38 @@ use candle_core::{DType, Device, Module, Result, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
+use super::dropout::{Dropout, DropoutRates, Site};
+
 /// Whether a forward pass must be differentiable.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Mode {
     /// Fused kernels, detached weights: fast, no gradients.
     Infer,
-    /// Differentiable ops only: every weight receives a gradient.
-    Train,
+    /// Differentiable ops only: every weight receives a gradient. With a [`Dropout`], its masks
+    /// apply where Hugging Face's BERT drops out in training mode (see [`super::dropout`]).
+    Train(Option<Dropout>),
+}
+
+impl Mode {
+    pub fn is_train(self) -> bool {
+        matches!(self, Mode::Train(_))
+    }
+
+    /// The pass's dropout (training only).
+    pub fn dropout(self) -> Option<Dropout> {
+        match self {
+            Mode::Train(d) => d,
+            Mode::Infer => None,
+        }
+    }
+
+    /// `x` with `site`'s dropout applied when this pass drops out.
+    pub(crate) fn drop(self, x: Tensor, site: Site) -> Result<Tensor> {
+        match self.dropout() {
+            Some(d) => d.apply(&x, site),
+            None => Ok(x),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -50,6 +75,18 @@ pub struct BertConfig {
     pub position_embedding_type: String,
     #[serde(default)]
     pub model_type: Option<String>,
+    /// Dropout in training (Hugging Face's default 0.1 when the file has none).
+    #[serde(default = "default_dropout")]
+    pub hidden_dropout_prob: f64,
+    #[serde(default = "default_dropout")]
+    pub attention_probs_dropout_prob: f64,
+    /// A classification head's dropout; `hidden_dropout_prob` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classifier_dropout: Option<f64>,
+}
+
+fn default_dropout() -> f64 {
+    0.1
 }
 
 fn default_activation() -> Activation {
@@ -68,6 +105,15 @@ fn default_position_embedding_type() -> String {
 impl BertConfig {
     pub fn head_dim(&self) -> usize {
         self.hidden_size / self.num_attention_heads
+    }
+
+    /// The dropout rates training uses by default, as `model.train()` does in PyTorch.
+    pub fn dropout_rates(&self) -> DropoutRates {
+        DropoutRates {
+            hidden: self.hidden_dropout_prob as f32,
+            attention: self.attention_probs_dropout_prob as f32,
+            classifier: self.classifier_dropout.unwrap_or(self.hidden_dropout_prob) as f32,
+        }
     }
 
     /// Rejects configurations this implementation would compute wrongly instead of failing later.
@@ -171,7 +217,7 @@ impl LayerNorm {
 fn weights_for(mode: Mode, w: &Tensor, b: &Tensor) -> (Tensor, Tensor) {
     match mode {
         Mode::Infer => (w.detach(), b.detach()),
-        Mode::Train => (w.clone(), b.clone()),
+        Mode::Train(_) => (w.clone(), b.clone()),
     }
 }
 
@@ -239,7 +285,7 @@ impl Embeddings {
                 (words + segments)?.broadcast_add(&positions)?
             }
         };
-        self.layer_norm.forward(&x, mode)
+        mode.drop(self.layer_norm.forward(&x, mode)?, Site::Embeddings)
     }
 }
 
@@ -255,10 +301,12 @@ struct Layer {
     out_norm: LayerNorm,
     heads: usize,
     activation: Activation,
+    /// Its place in the stack (each layer draws its own dropout masks).
+    index: usize,
 }
 
 impl Layer {
-    fn new(vb: VarBuilder, cfg: &BertConfig) -> Result<Self> {
+    fn new(vb: VarBuilder, cfg: &BertConfig, index: usize) -> Result<Self> {
         let (h, i, eps) = (cfg.hidden_size, cfg.intermediate_size, cfg.layer_norm_eps);
         let attn = vb.pp("attention");
         Ok(Self {
@@ -272,12 +320,13 @@ impl Layer {
             out_norm: LayerNorm::new(vb.pp("output").pp("LayerNorm"), h, eps)?,
             heads: cfg.num_attention_heads,
             activation: cfg.hidden_act,
+            index,
         })
     }
 
     fn forward(&self, x: &Tensor, padding: &Padding, mode: Mode) -> Result<Tensor> {
         let context = match (&padding.lens, mode) {
-            (Some(lens), Mode::Train) => self.fused_attention(x, lens)?,
+            (Some(lens), Mode::Train(dropout)) => self.fused_attention(x, lens, dropout)?,
             _ => self.attention(x, &padding.mask_bias, mode)?,
         };
         self.after_attention(&context, x, mode)
@@ -319,8 +368,18 @@ impl Layer {
             Mode::Infer => candle_nn::ops::softmax_last_dim(
                 &(matmul(q, &k.t()?)? * scale)?.broadcast_add(mask_bias)?,
             )?,
-            Mode::Train => {
-                super::train_ops::masked_softmax(&matmul(q, &k.t()?)?, mask_bias, scale)?
+            Mode::Train(dropout) => {
+                let probs =
+                    super::train_ops::masked_softmax(&matmul(q, &k.t()?)?, mask_bias, scale)?;
+                match dropout.filter(|d| d.rates.attention > 0.0) {
+                    Some(d) => {
+                        let dims = probs.dims4()?;
+                        let mask =
+                            d.attention_mask(self.index, dims, probs.dtype(), probs.device())?;
+                        (probs * mask)?
+                    }
+                    None => probs,
+                }
             }
         };
         matmul(&probs, v)
@@ -328,7 +387,10 @@ impl Layer {
 
     /// The attention output projection, residual and norm, then the feed-forward block.
     fn after_attention(&self, context: &Tensor, x: &Tensor, mode: Mode) -> Result<Tensor> {
-        let attended = self.attn_out.forward(context, mode)?;
+        let attended = mode.drop(
+            self.attn_out.forward(context, mode)?,
+            Site::AttentionOutput(self.index),
+        )?;
         let x = self.attn_norm.forward(&(attended + x)?, mode)?;
         let inner = self.intermediate.forward(&x, mode)?;
         let inner = match self.activation {
@@ -336,7 +398,7 @@ impl Layer {
             Activation::GeluNew => inner.gelu()?,
             Activation::Relu => inner.relu()?,
         };
-        let out = self.output.forward(&inner, mode)?;
+        let out = mode.drop(self.output.forward(&inner, mode)?, Site::Output(self.index))?;
         self.out_norm.forward(&(out + x)?, mode)
     }
 }
@@ -361,14 +423,23 @@ impl Layer {
     }
 
     /// Differentiable self-attention through one q/k/v projection and the fused kernel of
-    /// [`super::train_attention`] (right-padded rows of `lens` real tokens).
-    fn fused_attention(&self, x: &Tensor, lens: &[usize]) -> Result<Tensor> {
+    /// [`super::train_attention`] (right-padded rows of `lens` real tokens), with `dropout`'s
+    /// attention masks.
+    fn fused_attention(
+        &self,
+        x: &Tensor,
+        lens: &[usize],
+        dropout: Option<Dropout>,
+    ) -> Result<Tensor> {
         let w = Tensor::cat(
             &[&self.query.weight, &self.key.weight, &self.value.weight],
             0,
         )?;
         let b = Tensor::cat(&[&self.query.bias, &self.key.bias, &self.value.bias], 0)?;
-        super::train_attention::self_attention(&linear(x, &w, &b)?, lens, self.heads)
+        let dropout = dropout
+            .filter(|d| d.rates.attention > 0.0)
+            .map(|d| (d, self.index));
+        super::train_attention::self_attention(&linear(x, &w, &b)?, lens, self.heads, dropout)
     }
 
     /// Inference over packed sequences (`x`: `[total_tokens, hidden]`), see [`BertModel::forward_packed`].
@@ -444,7 +515,7 @@ impl BertModel {
     pub fn new(vb: VarBuilder, config: &BertConfig) -> Result<Self> {
         let embeddings = Embeddings::new(vb.pp("embeddings"), config)?;
         let layers = (0..config.num_hidden_layers)
-            .map(|i| Layer::new(vb.pp(format!("encoder.layer.{i}")), config))
+            .map(|i| Layer::new(vb.pp(format!("encoder.layer.{i}")), config, i))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             embeddings,
@@ -506,12 +577,11 @@ impl BertModel {
             );
         }
         let dtype = self.embeddings.word.dtype();
-        let lens =
-            if mode == Mode::Train && super::train_attention::supported(&self.embeddings.word) {
-                super::train_attention::right_padded_lengths(attention_mask)?
-            } else {
-                None
-            };
+        let lens = if mode.is_train() && super::train_attention::supported(&self.embeddings.word) {
+            super::train_attention::right_padded_lengths(attention_mask)?
+        } else {
+            None
+        };
         let padding = Padding {
             mask_bias: attention_bias(attention_mask, dtype)?,
             lens,

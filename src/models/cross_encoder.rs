@@ -461,13 +461,15 @@ impl CrossEncoder {
         self.head(&cls, Mode::Infer)
     }
 
-    /// Pooler (`tanh(dense(·))`) and classifier on the `[CLS]` states.
+    /// Pooler (`tanh(dense(·))`), dropout in training, and classifier on the `[CLS]` states.
     fn head(&self, cls: &Tensor, mode: Mode) -> Result<Tensor> {
         let pick = |t: &Tensor| match mode {
             Mode::Infer => t.detach(),
-            Mode::Train => t.clone(),
+            Mode::Train(_) => t.clone(),
         };
         let pooled = linear(cls, &pick(&self.pooler.0), &pick(&self.pooler.1))?.tanh()?;
+        // As `BertForSequenceClassification`: dropout between the pooler and the classifier.
+        let pooled = mode.drop(pooled, crate::models::dropout::Site::Classifier)?;
         Ok(linear(
             &pooled,
             &pick(&self.classifier.0),

@@ -5,6 +5,7 @@ pub mod bert;
 pub mod blas;
 pub mod cross_encoder;
 pub mod device;
+pub mod dropout;
 pub mod embedding_cache;
 pub mod encoder;
 pub mod fused;

@@ -20,14 +20,22 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use super::dropout::{attention_key, Dropout, RowMask, Site};
 use super::train_ops::{by_dtype, cast, contiguous, uses_kernels, Real};
 
 /// Context `[batch, len, hidden]` of self-attention over `qkv` (`[batch, len, 3 * hidden]`:
 /// queries, then keys, then values, each `heads` heads wide), with row `b` holding `lens[b]` real
-/// tokens followed by padding. Differentiable in `qkv`.
-pub fn self_attention(qkv: &Tensor, lens: &[usize], heads: usize) -> Result<Tensor> {
+/// tokens followed by padding. Differentiable in `qkv`. With `dropout` (and the layer's index),
+/// the probabilities are dropped out with that layer's masks ([`super::dropout`]), which the
+/// backward pass redraws.
+pub fn self_attention(
+    qkv: &Tensor,
+    lens: &[usize],
+    heads: usize,
+    dropout: Option<(Dropout, usize)>,
+) -> Result<Tensor> {
     let segments: Vec<Vec<usize>> = lens.iter().map(|&l| vec![l]).collect();
-    attention(qkv, &segments, heads, heads, false)
+    attention(qkv, &segments, heads, heads, false, dropout)
 }
 
 /// Causal grouped-query attention over `qkv` (`[batch, len, (heads + 2·kv_heads)·head_dim]`,
@@ -40,7 +48,7 @@ pub fn causal_attention(
     heads: usize,
     kv_heads: usize,
 ) -> Result<Tensor> {
-    attention(qkv, segments, heads, kv_heads, true)
+    attention(qkv, segments, heads, kv_heads, true, None)
 }
 
 fn attention(
@@ -49,10 +57,48 @@ fn attention(
     heads: usize,
     kv_heads: usize,
     causal: bool,
+    dropout: Option<(Dropout, usize)>,
 ) -> Result<Tensor> {
     qkv.contiguous()?.apply_op1(SelfAttention {
         shape: Dims::of(qkv, segments, heads, kv_heads, causal)?,
+        dropout,
     })
+}
+
+/// Multiplies task `(b, at, l, h)`'s `l × l` probabilities by their dropout factors, which are
+/// written to `factors` too when given (the backward pass needs them twice).
+fn drop_probabilities<T: Real>(
+    p: &mut [T],
+    factors: Option<&mut Vec<T>>,
+    mask: &RowMask,
+    (at, l, h): (usize, usize, usize),
+) {
+    let scale = cast::<T>(mask.scale as f64);
+    let factor = |i: usize, j: usize| {
+        if mask.keeps(attention_key(h, at + i, at + j)) {
+            scale
+        } else {
+            T::zero()
+        }
+    };
+    match factors {
+        Some(f) => {
+            f.resize(l * l, T::zero());
+            for (i, (row, frow)) in p.chunks_exact_mut(l).zip(f.chunks_exact_mut(l)).enumerate() {
+                for (j, (v, fv)) in row.iter_mut().zip(frow.iter_mut()).enumerate() {
+                    *fv = factor(i, j);
+                    *v *= *fv;
+                }
+            }
+        }
+        None => {
+            for (i, row) in p.chunks_exact_mut(l).enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v *= factor(i, j);
+                }
+            }
+        }
+    }
 }
 
 /// Whether [`self_attention`] runs for this tensor (CPU, f32 or f64).
@@ -253,9 +299,17 @@ unsafe fn probabilities<T: Real>(
 
 struct SelfAttention {
     shape: Dims,
+    /// The pass's dropout and the layer whose attention masks apply.
+    dropout: Option<(Dropout, usize)>,
 }
 
 impl SelfAttention {
+    /// The dropout mask of batch row `b`, when the probabilities are dropped out.
+    fn mask(&self, b: usize) -> Option<RowMask> {
+        self.dropout
+            .map(|(d, layer)| d.row(Site::Attention(layer), b))
+    }
+
     fn forward<T: Real>(&self, qkv: &[T]) -> Vec<T> {
         let s = &self.shape;
         let (width, out_width, d) = (s.width(), s.out_width(), s.head_dim);
@@ -281,6 +335,9 @@ impl SelfAttention {
                         qkv[row + vo..].as_ptr(),
                     );
                     probabilities(p, l, d, q, k, width, s.causal);
+                    if let Some(mask) = self.mask(b) {
+                        drop_probabilities(p, None, &mask, (at, l, h));
+                    }
                     let o = dst.at((b * s.len + at) * out_width + h * d);
                     matmul(
                         (l, d, l),
@@ -311,7 +368,10 @@ impl CustomOp1 for SelfAttention {
 
     fn bwd(&self, qkv: &Tensor, _context: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let backward = SelfAttentionBackward {
-            shape: self.shape.clone(),
+            forward: SelfAttention {
+                shape: self.shape.clone(),
+                dropout: self.dropout,
+            },
         };
         Ok(Some(qkv.apply_op2_no_bwd(&grad.contiguous()?, &backward)?))
     }
@@ -319,12 +379,12 @@ impl CustomOp1 for SelfAttention {
 
 /// The gradient of `qkv` given it and the gradient of the context.
 struct SelfAttentionBackward {
-    shape: Dims,
+    forward: SelfAttention,
 }
 
 impl SelfAttentionBackward {
     fn backward<T: Real>(&self, qkv: &[T], grad: &[T]) -> Vec<T> {
-        let s = &self.shape;
+        let s = &self.forward.shape;
         let (width, out_width, d) = (s.width(), s.out_width(), s.head_dim);
         let groups = s.heads / s.kv_heads;
         let scale = T::one() / cast::<T>(d as f64).sqrt();
@@ -336,10 +396,11 @@ impl SelfAttentionBackward {
             .flat_map(|&(b, at, l)| (0..s.kv_heads).map(move |g| (b, at, l, g)))
             .collect();
         tasks.par_iter().for_each_init(
-            || (Vec::new(), Vec::new()),
-            |(p, dp): &mut (Vec<T>, Vec<T>), &(b, at, l, group)| {
+            || (Vec::new(), Vec::new(), Vec::new()),
+            |(p, dp, factors): &mut (Vec<T>, Vec<T>, Vec<T>), &(b, at, l, group)| {
                 p.resize(l * l, T::zero());
                 dp.resize(l * l, T::zero());
+                let mask = self.forward.mask(b);
                 let row = (b * s.len + at) * width;
                 let grow = (b * s.len + at) * out_width;
                 for (n, h) in (group * groups..(group + 1) * groups).enumerate() {
@@ -357,16 +418,7 @@ impl SelfAttentionBackward {
                         let g = grad[grow + h * d..].as_ptr();
                         probabilities(p, l, d, q, k, width, s.causal);
                         let (dq, dk, dv) = (dst.at(row + qo), dst.at(row + ko), dst.at(row + vo));
-                        // dV = Pᵀ dO
-                        product(
-                            (l, d, l),
-                            (dv, width),
-                            (p.as_ptr(), 1, l),
-                            (g, out_width, 1),
-                            T::one(),
-                            add,
-                        );
-                        // dP = dO Vᵀ
+                        // dP' = dO Vᵀ, the gradient of the dropped-out probabilities P' = P ⊙ F
                         matmul(
                             (l, l, d),
                             (dp.as_mut_ptr(), l),
@@ -374,6 +426,10 @@ impl SelfAttentionBackward {
                             (v, 1, width),
                             T::one(),
                         );
+                        // dP = dP' ⊙ F, and P' for dV below (P itself feeds the softmax's backward).
+                        if let Some(mask) = &mask {
+                            drop_probabilities(dp, Some(factors), mask, (at, l, h));
+                        }
                         // dS = scale · P ⊙ (dP − Σⱼ P ⊙ dP), the softmax's backward with the
                         // score scale (zero where P is zero: masked keys).
                         for (pr, dr) in p.chunks_exact(l).zip(dp.chunks_exact_mut(l)) {
@@ -385,6 +441,20 @@ impl SelfAttentionBackward {
                                 *g = scale * p * (*g - dot);
                             }
                         }
+                        if mask.is_some() {
+                            for (pv, &f) in p.iter_mut().zip(factors.iter()) {
+                                *pv *= f;
+                            }
+                        }
+                        // dV = P'ᵀ dO
+                        product(
+                            (l, d, l),
+                            (dv, width),
+                            (p.as_ptr(), 1, l),
+                            (g, out_width, 1),
+                            T::one(),
+                            add,
+                        );
                         // dQ = dS K, dK = dSᵀ Q
                         matmul(
                             (l, d, l),

@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use super::sampler::BatchSampler;
 use super::schedule::Decay;
+use crate::models::bert::BertConfig;
+use crate::models::dropout::DropoutRates;
 use crate::models::precision::Precision;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -38,6 +40,12 @@ pub struct TrainConfig {
     /// The type matrix products run in: f32, bf16 or f16 (mixed precision; weights, optimizer
     /// and gradients stay f32, f16 adds dynamic loss scaling). Meant for CUDA.
     pub precision: Precision,
+    /// Dropout while training an encoder (BERT): unset, the model's own rates from its
+    /// `config.json` (`hidden_dropout_prob`, `attention_probs_dropout_prob`, `classifier_dropout`;
+    /// 0.1 for BERT and MiniLM), as sentence-transformers trains in `model.train()` mode; a
+    /// number sets every site to it (0 turns dropout off). The generator's adapters have their
+    /// own `lora_dropout`.
+    pub dropout: Option<f64>,
 }
 
 impl Default for TrainConfig {
@@ -60,6 +68,7 @@ impl Default for TrainConfig {
             save_steps: 50,
             progress: true,
             precision: Precision::F32,
+            dropout: None,
         }
     }
 }
@@ -90,6 +99,14 @@ impl TrainConfig {
             batch_sampler: BatchSampler::Plain,
             metric_for_best: "eval_loss".into(),
             ..Self::default()
+        }
+    }
+
+    /// The dropout rates of training `model` (see [`Self::dropout`]).
+    pub fn dropout_rates(&self, model: &BertConfig) -> DropoutRates {
+        match self.dropout {
+            Some(p) => DropoutRates::uniform(p),
+            None => model.dropout_rates(),
         }
     }
 
@@ -146,6 +163,11 @@ impl TrainConfig {
         }
         if self.lr <= 0.0 || !self.lr.is_finite() {
             anyhow::bail!("lr must be a positive number, got {}", self.lr);
+        }
+        if let Some(p) = self.dropout {
+            if !(0.0..1.0).contains(&p) {
+                anyhow::bail!("dropout must be in [0, 1), got {p}");
+            }
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) {
             anyhow::bail!("warmup_ratio must be in [0, 1), got {}", self.warmup_ratio);

@@ -15,6 +15,41 @@ use super::sampler::SampleRows;
 use super::trainer::TrainOutcome;
 use crate::eval::metrics::MetricValues;
 use crate::fingerprint::Fingerprint;
+use crate::models::bert::Mode;
+use crate::models::dropout::DropoutRates;
+use crate::rng::Rng;
+
+/// The generator a micro-batch's random draws (in-batch sampling, dropout masks) start from: a
+/// function of the run's seed, the optimizer step and the micro-batch's first row, so that a
+/// resumed run draws the same.
+pub fn micro_batch_rng(seed: u64, step: usize, rows: &[usize]) -> Rng {
+    Rng::new(
+        seed ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ (rows.first().copied().unwrap_or(0) as u64).wrapping_mul(0xA24B_AED4_963E_E407),
+    )
+}
+
+/// A micro-batch's dropout: `rates` with masks drawn from `seed`.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchDropout {
+    pub rates: DropoutRates,
+    pub seed: u64,
+}
+
+impl BatchDropout {
+    /// The training mode of a forward pass over rows `first_row..` of the micro-batch's
+    /// `stream`-th input (each text column draws masks of its own).
+    pub fn mode(&self, stream: usize, first_row: usize) -> Mode {
+        let seed =
+            Rng::new(self.seed ^ (stream as u64).wrapping_mul(0xD1B5_4A32_D192_ED03)).next_u64();
+        Mode::Train(self.rates.draw(seed, first_row))
+    }
+
+    /// Whether any mask is drawn.
+    pub fn is_on(&self) -> bool {
+        !self.rates.is_off()
+    }
+}
 
 /// One micro-batch's contribution to an optimizer step.
 pub struct StepOutput {

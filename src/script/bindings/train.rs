@@ -38,7 +38,8 @@ pub(super) fn register(r: &mut Registry) {
          #{name, scale, mini_batch_size, matryoshka_dims, …}; `dev` a Dataset evaluated before, during and after; \
          every other key is a TrainConfig field (epochs, max_steps, batch_size, lr, warmup_ratio, weight_decay, \
          scheduler, max_grad_norm, gradient_accumulation_steps, seed, batch_sampler, eval_steps, save_steps, \
-         precision: \"f32\" | \"bf16\" | \"f16\").",
+         precision: \"f32\" | \"bf16\" | \"f16\", dropout: the encoder's dropout at every site, unset = the \
+         model's own rates, 0.1 for MiniLM, as sentence-transformers trains).",
         example: "let run = train(\"sentence-transformers/all-MiniLM-L6-v2\", pairs, #{output: \"runs/tuned\", loss: \"mnrl\", epochs: 1, batch_size: 32, lr: 2e-5, dev: dev}); print(run)",
         |model: &str, data: Frame, opts: Map| -> Fallible<TrainRun> { train(model, &data, opts) },
     );

@@ -15,7 +15,7 @@ use super::config::TrainConfig;
 use super::dataset::TrainingSet;
 use super::optim::Params;
 use super::sampler::SampleRows;
-use super::task::{StepOutput, TrainTask};
+use super::task::{micro_batch_rng, BatchDropout, StepOutput, TrainTask};
 use super::trainer::{fit, TrainOutcome};
 use crate::data::RetrievalDataset;
 use crate::eval::metrics::MetricValues;
@@ -75,14 +75,20 @@ impl TrainTask for EmbedTask<'_> {
         Params::from_varmap(&self.trainer.encoder.varmap, |_| false)
     }
 
-    fn step(&self, params: &Params, rows: &[usize], _step: usize) -> Result<StepOutput> {
+    fn step(&self, params: &Params, rows: &[usize], step: usize) -> Result<StepOutput> {
         let batch = self.trainer.data.batch(rows);
+        let t = self.trainer;
+        let dropout = BatchDropout {
+            rates: t.config.dropout_rates(&t.encoder.bert.config),
+            seed: micro_batch_rng(t.config.seed, step, rows).next_u64(),
+        };
         let (loss, grads) = step::loss_and_grads(
-            self.trainer.encoder,
+            t.encoder,
             params,
             self.loss.as_ref(),
             &batch,
             self.mini_batch,
+            dropout,
         )?;
         Ok(StepOutput {
             loss,

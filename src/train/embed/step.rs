@@ -18,18 +18,21 @@ use crate::models::bert::Mode;
 use crate::models::SentenceEncoder;
 use crate::train::dataset::Batch;
 use crate::train::optim::{Grads, Params};
+use crate::train::task::BatchDropout;
 
-/// The loss value and the gradient of every parameter for one batch.
+/// The loss value and the gradient of every parameter for one batch, with `dropout`'s masks
+/// (text column `c` draws stream `c`; both ways draw the same).
 pub fn loss_and_grads(
     encoder: &SentenceEncoder,
     params: &Params,
     loss: &dyn Loss,
     batch: &Batch,
     mini_batch: Option<usize>,
+    dropout: BatchDropout,
 ) -> Result<(f64, Grads)> {
     match mini_batch {
-        None => direct(encoder, params, loss, batch),
-        Some(size) => cached(encoder, params, loss, batch, size.max(1)),
+        None => direct(encoder, params, loss, batch, dropout),
+        Some(size) => cached(encoder, params, loss, batch, size.max(1), dropout),
     }
 }
 
@@ -38,11 +41,13 @@ fn direct(
     params: &Params,
     loss: &dyn Loss,
     batch: &Batch,
+    dropout: BatchDropout,
 ) -> Result<(f64, Grads)> {
     let embeddings: Vec<Tensor> = batch
         .texts
         .iter()
-        .map(|column| encoder.embed_texts(column, Mode::Train))
+        .enumerate()
+        .map(|(c, column)| encoder.embed_texts(column, dropout.mode(c, 0)))
         .collect::<Result<_>>()?;
     let value = loss.compute(&embeddings, batch)?;
     let grads = crate::models::precision::scale_loss(&value)?
@@ -57,23 +62,29 @@ fn cached(
     loss: &dyn Loss,
     batch: &Batch,
     size: usize,
+    dropout: BatchDropout,
 ) -> Result<(f64, Grads)> {
     let rows = batch.len();
     let chunks: Vec<(usize, usize)> = (0..rows)
         .step_by(size)
         .map(|s| (s, size.min(rows - s)))
         .collect();
-    // (1) Embeddings without a graph, as leaves the loss can be differentiated against.
+    // (1) Embeddings without a graph, as leaves the loss can be differentiated against; with
+    // dropout, through the training pass with the masks step (3) draws again.
     let leaves: Vec<Var> = batch
         .texts
         .iter()
-        .map(|column| {
+        .enumerate()
+        .map(|(c, column)| {
             let parts: Vec<Tensor> = chunks
                 .iter()
                 .map(|&(s, n)| {
-                    Ok(encoder
-                        .embed_texts(&column[s..s + n], Mode::Infer)?
-                        .detach())
+                    let mode = if dropout.is_on() {
+                        dropout.mode(c, s)
+                    } else {
+                        Mode::Infer
+                    };
+                    Ok(encoder.embed_texts(&column[s..s + n], mode)?.detach())
                 })
                 .collect::<Result<_>>()?;
             Ok(Var::from_tensor(&Tensor::cat(&parts, 0)?)?)
@@ -94,9 +105,9 @@ fn cached(
         .collect::<Result<_>>()?;
     // (3) Re-embed each mini-batch with a graph and push its cached gradient through.
     let mut total = Grads(vec![None; params.len()]);
-    for (column, grad) in batch.texts.iter().zip(&cached) {
+    for (c, (column, grad)) in batch.texts.iter().zip(&cached).enumerate() {
         for &(s, n) in &chunks {
-            let emb = encoder.embed_texts(&column[s..s + n], Mode::Train)?;
+            let emb = encoder.embed_texts(&column[s..s + n], dropout.mode(c, s))?;
             let surrogate = (emb * grad.narrow(0, s, n)?)?.sum_all()?;
             total.accumulate(Grads::from_store(params, &surrogate.backward()?))?;
         }

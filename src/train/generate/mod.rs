@@ -18,7 +18,7 @@ use super::card::{CardFacts, ModelKind};
 use super::config::TrainConfig;
 use super::optim::{Grads, Params};
 use super::sampler::SampleRows;
-use super::task::{StepOutput, TrainTask};
+use super::task::{micro_batch_rng, StepOutput, TrainTask};
 use super::trainer::{fit, TrainOutcome};
 use crate::eval::metrics::MetricValues;
 use crate::fingerprint::Fingerprint;
@@ -45,6 +45,11 @@ pub fn train_generator(
     resume: bool,
 ) -> Result<TrainOutcome> {
     lora.validate()?;
+    if config.dropout.is_some() {
+        bail!(
+            "`dropout` is the encoder's (BERT) dropout; the generator's adapters take `lora_dropout`"
+        );
+    }
     let has = llm.model().linears().any(|(_, _, l)| l.adapter().is_some());
     if !has {
         llm.model_mut().add_lora(lora)?;
@@ -181,11 +186,7 @@ impl TrainTask for GenerateTask<'_> {
 
     fn step(&self, params: &Params, rows: &[usize], step: usize) -> Result<StepOutput> {
         // Dropout masks from (seed, step, first row): a resumed run draws the same.
-        let mut rng = Rng::new(
-            self.seed
-                ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                ^ (rows.first().copied().unwrap_or(0) as u64).wrapping_mul(0xA24B_AED4_963E_E407),
-        );
+        let mut rng = micro_batch_rng(self.seed, step, rows);
         let (nll, n) = self.nll(self.data, rows, Some(&mut rng))?;
         let tokens = rows
             .iter()

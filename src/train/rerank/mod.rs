@@ -16,7 +16,7 @@ use super::card::{CardFacts, ModelKind};
 use super::config::TrainConfig;
 use super::optim::{Grads, Params};
 use super::sampler::SampleRows;
-use super::task::{StepOutput, TrainTask};
+use super::task::{micro_batch_rng, BatchDropout, StepOutput, TrainTask};
 use super::trainer::{fit, TrainOutcome};
 use crate::eval::metrics::MetricValues;
 use crate::eval::rerank::{evaluate_reranker, Candidates, RerankEvalOptions};
@@ -24,7 +24,6 @@ use crate::fingerprint::Fingerprint;
 use crate::models::bert::Mode;
 use crate::models::fusion::FusionChoice;
 use crate::models::CrossEncoder;
-use crate::rng::Rng;
 pub use data::{RerankBatch, RerankFormat, RerankSet};
 pub use losses::{RerankLoss, RerankLossConfig};
 
@@ -160,14 +159,13 @@ impl RerankTask<'_> {
     ) -> Result<(f64, Grads)> {
         let model = self.trainer.model;
         let batch = self.trainer.data.batch(rows);
-        // Losses that sample (in-batch negatives) draw from (seed, step, first row): a resumed
-        // run draws the same.
-        let mut rng = Rng::new(
-            self.trainer.config.seed
-                ^ (step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                ^ (rows.first().copied().unwrap_or(0) as u64).wrapping_mul(0xA24B_AED4_963E_E407),
-        );
+        // Losses that sample (in-batch negatives) and dropout draw from (seed, step, first row).
+        let mut rng = micro_batch_rng(self.trainer.config.seed, step, rows);
         let pairs = self.loss.pairs(&batch, &mut rng);
+        let dropout = BatchDropout {
+            rates: self.trainer.config.dropout_rates(&model.bert.config),
+            seed: rng.next_u64(),
+        };
         let texts: Vec<(&str, &str)> = pairs
             .iter()
             .map(|(r, d)| (batch.queries[*r].as_str(), d.as_str()))
@@ -175,7 +173,7 @@ impl RerankTask<'_> {
         let encodings = model.tokenize_pairs(&texts)?;
         let refs: Vec<&tokenizers::Encoding> = encodings.iter().collect();
         let Some(size) = self.loss.mini_batch_size().filter(|&m| m < refs.len()) else {
-            let logits = model.logits(&refs, Mode::Train)?.squeeze(1)?;
+            let logits = model.logits(&refs, dropout.mode(0, 0))?.squeeze(1)?;
             let value = self.loss.compute(&logits, &batch, &pairs)?;
             let grads = crate::models::precision::scale_loss(&value)?
                 .backward()
@@ -184,9 +182,19 @@ impl RerankTask<'_> {
         };
         let size = size.max(1);
         let chunks: Vec<&[&tokenizers::Encoding]> = refs.chunks(size).collect();
+        // Without a graph first; with dropout, through the training pass with the masks the
+        // second pass draws again (the first row of each chunk places them).
         let detached: Vec<Tensor> = chunks
             .iter()
-            .map(|c| Ok(model.logits(c, Mode::Infer)?.squeeze(1)?.detach()))
+            .enumerate()
+            .map(|(i, c)| {
+                let mode = if dropout.is_on() {
+                    dropout.mode(0, i * size)
+                } else {
+                    Mode::Infer
+                };
+                Ok(model.logits(c, mode)?.squeeze(1)?.detach())
+            })
             .collect::<Result<_>>()?;
         let leaf = Var::from_tensor(&Tensor::cat(&detached, 0)?)?;
         let value = self.loss.compute(leaf.as_tensor(), &batch, &pairs)?;
@@ -200,7 +208,7 @@ impl RerankTask<'_> {
         let mut total = Grads(vec![None; params.len()]);
         let mut at = 0;
         for chunk in chunks {
-            let logits = model.logits(chunk, Mode::Train)?.squeeze(1)?;
+            let logits = model.logits(chunk, dropout.mode(0, at))?.squeeze(1)?;
             let surrogate = (logits * upstream.narrow(0, at, chunk.len())?)?.sum_all()?;
             total.accumulate(Grads::from_store(params, &surrogate.backward()?))?;
             at += chunk.len();
