@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
 # Reranker training, step for step against sentence-transformers' CrossEncoderTrainer (a
 # faithfulness check beside scripts/bench-rerank.sh, whose full-recipe comparison differs by
-# dropout and data order).
+# the dropout masks and the data order each tool draws).
 #
 #   REF_PYTHON=/path/to/venv/bin/python bash scripts/check-rerank-steps.sh INIT_DIR PAIRS.jsonl [WORK_DIR]
 #
 # INIT_DIR: a cross-encoder folder both tools start from (e.g. the bench's `ce0`); PAIRS.jsonl:
 # (query, document, label) rows, of which the first 16 are one batch. Both tools train 10 steps
 # of BinaryCrossEntropyLoss on that batch (batch 16, lr 2e-5, warm-up 0.1, max_length 256) from
-# a copy of INIT_DIR with dropout set to 0 (ragtune trains without dropout; a batch that is the
-# whole data set makes the order irrelevant). Prints each step's two losses, then the largest
+# a copy of INIT_DIR with dropout set to 0 in its config.json, which both tools read (their
+# random masks cannot match; a batch that is the whole data set makes the order irrelevant). Prints each step's two losses, then the largest
 # difference between the two trained models' logits on the next 200 rows' pairs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
