@@ -110,7 +110,8 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The masks of one (site, row): element `e` is kept when its hash clears the rate.
+/// The masks of one (site, row). One 64-bit hash decides four neighbouring elements (keys
+/// `4k..4k+4`, a 16-bit draw each): element `e` is kept when its draw is at least `p · 2¹⁶`.
 #[derive(Debug, Clone, Copy)]
 pub struct RowMask {
     stream: u64,
@@ -120,10 +121,15 @@ pub struct RowMask {
 }
 
 impl RowMask {
+    #[inline(always)]
+    fn draws(&self, group: u64) -> u64 {
+        mix(self.stream ^ group.wrapping_mul(0xD6E8_FEB8_6659_FD93))
+    }
+
     /// Whether element `e` (a position key, see [`hidden_key`] and [`attention_key`]) is kept.
     #[inline(always)]
     pub fn keeps(&self, e: u64) -> bool {
-        mix(self.stream ^ e.wrapping_mul(0xD6E8_FEB8_6659_FD93)) >> 32 >= self.threshold
+        (self.draws(e >> 2) >> (16 * (e & 3))) & 0xFFFF >= self.threshold
     }
 
     /// The factor element `e` is multiplied by: 0 or `1 / (1 − p)`.
@@ -133,6 +139,28 @@ impl RowMask {
             self.scale
         } else {
             0.0
+        }
+    }
+
+    /// `f(n, factor of key e0 + n)` for `n` in `0..count`: [`Self::factor`] over a run of keys,
+    /// hashing once per four.
+    #[inline(always)]
+    pub fn factors(&self, e0: u64, count: usize, mut f: impl FnMut(usize, f32)) {
+        let mut draws = self.draws(e0 >> 2) >> (16 * (e0 & 3));
+        for n in 0..count {
+            let e = e0 + n as u64;
+            if n > 0 && e & 3 == 0 {
+                draws = self.draws(e >> 2);
+            }
+            f(
+                n,
+                if draws & 0xFFFF >= self.threshold {
+                    self.scale
+                } else {
+                    0.0
+                },
+            );
+            draws >>= 16;
         }
     }
 }
@@ -166,7 +194,7 @@ impl Dropout {
         let stream = mix(mix(self.seed ^ mix(site.key())) ^ (self.first_row + row) as u64);
         RowMask {
             stream,
-            threshold: (p * 4_294_967_296.0).round() as u64,
+            threshold: (p * 65_536.0).round() as u64,
             scale: (1.0 / (1.0 - p)) as f32,
         }
     }
@@ -189,9 +217,7 @@ impl Dropout {
             .for_each(|(r, row)| {
                 let m = self.row(site, r);
                 for (t, token) in row.chunks_exact_mut(channels).enumerate() {
-                    for (c, v) in token.iter_mut().enumerate() {
-                        *v = m.factor(hidden_key(t, c));
-                    }
+                    m.factors(hidden_key(t, 0), channels, |c, f| token[c] = f);
                 }
             });
         x * to_tensor(mask, x.dims(), x.dtype(), x.device())?
@@ -217,9 +243,7 @@ impl Dropout {
                 let (r, h) = (n / heads, n % heads);
                 let m = self.row(Site::Attention(layer), r);
                 for (i, query) in head.chunks_exact_mut(keys).enumerate() {
-                    for (j, v) in query.iter_mut().enumerate() {
-                        *v = m.factor(attention_key(h, i, j));
-                    }
+                    m.factors(attention_key(h, i, 0), keys, |j, f| query[j] = f);
                 }
             });
         to_tensor(mask, &[rows, heads, queries, keys], dtype, device)
@@ -289,6 +313,18 @@ mod tests {
             to_vec(&first),
             "first-token rows"
         );
+    }
+
+    #[test]
+    fn runs_of_keys_draw_what_single_keys_draw() {
+        let m = draw(0.3, 4).row(Site::Attention(1), 2);
+        for start in [0u64, 1, 2, 3, 4, attention_key(5, 7, 3)] {
+            let mut run = vec![];
+            m.factors(start, 11, |n, f| run.push((n, f)));
+            let single: Vec<(usize, f32)> =
+                (0..11).map(|n| (n, m.factor(start + n as u64))).collect();
+            assert_eq!(run, single, "from key {start}");
+        }
     }
 
     #[test]

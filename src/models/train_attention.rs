@@ -73,29 +73,22 @@ fn drop_probabilities<T: Real>(
     mask: &RowMask,
     (at, l, h): (usize, usize, usize),
 ) {
-    let scale = cast::<T>(mask.scale as f64);
-    let factor = |i: usize, j: usize| {
-        if mask.keeps(attention_key(h, at + i, at + j)) {
-            scale
-        } else {
-            T::zero()
-        }
-    };
+    let key = |i: usize| attention_key(h, at + i, at);
+    let (kept, dropped) = (cast::<T>(mask.scale as f64), T::zero());
+    let factor = |x: f32| if x != 0.0 { kept } else { dropped };
     match factors {
         Some(f) => {
             f.resize(l * l, T::zero());
             for (i, (row, frow)) in p.chunks_exact_mut(l).zip(f.chunks_exact_mut(l)).enumerate() {
-                for (j, (v, fv)) in row.iter_mut().zip(frow.iter_mut()).enumerate() {
-                    *fv = factor(i, j);
-                    *v *= *fv;
-                }
+                mask.factors(key(i), l, |j, x| {
+                    frow[j] = factor(x);
+                    row[j] *= frow[j];
+                });
             }
         }
         None => {
             for (i, row) in p.chunks_exact_mut(l).enumerate() {
-                for (j, v) in row.iter_mut().enumerate() {
-                    *v *= factor(i, j);
-                }
+                mask.factors(key(i), l, |j, x| row[j] *= factor(x));
             }
         }
     }
