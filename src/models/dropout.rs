@@ -126,20 +126,12 @@ impl RowMask {
         mix(self.stream ^ group.wrapping_mul(0xD6E8_FEB8_6659_FD93))
     }
 
-    /// Whether element `e` (a position key, see [`hidden_key`] and [`attention_key`]) is kept.
-    #[inline(always)]
-    pub fn keeps(&self, e: u64) -> bool {
-        (self.draws(e >> 2) >> (16 * (e & 3))) & 0xFFFF >= self.threshold
-    }
-
-    /// The factor element `e` is multiplied by: 0 or `1 / (1 − p)`.
-    #[inline(always)]
+    /// The factor element `e` (a position key, see [`hidden_key`] and [`attention_key`]) is
+    /// multiplied by: 0 or `1 / (1 − p)`.
     pub fn factor(&self, e: u64) -> f32 {
-        if self.keeps(e) {
-            self.scale
-        } else {
-            0.0
-        }
+        let mut out = 0.0;
+        self.factors(e, 1, |_, f| out = f);
+        out
     }
 
     /// `f(n, factor of key e0 + n)` for `n` in `0..count`: [`Self::factor`] over a run of keys,
