@@ -281,6 +281,43 @@ fn wrong_data_shapes_and_settings_are_refused_clearly() {
         "x"
     )
     .contains("lr"));
+    let bad_dropout = run(
+        LossName::Mnrl,
+        &pairs,
+        TrainConfig {
+            dropout: Some(1.0),
+            ..quiet.clone()
+        },
+        "x",
+    );
+    assert!(
+        bad_dropout.contains("dropout must be in [0, 1)"),
+        "{bad_dropout}"
+    );
+    // A rate read from the model's config.json is checked too, and the error says where it is.
+    let model = common::write_tiny_model(&tmp.path().join("bad-rate"), 24);
+    let config_path = model.join("config.json");
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config["attention_probs_dropout_prob"] = serde_json::json!(1.5);
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    let bad_encoder =
+        SentenceEncoder::load(model.to_str().unwrap(), &LoadOptions::default()).unwrap();
+    let err = EmbedTrainer {
+        encoder: &bad_encoder,
+        data: &pairs,
+        loss: LossConfig::named(LossName::Mnrl),
+        config: quiet.clone(),
+        dev: None,
+    }
+    .run(&tmp.path().join("y"), false)
+    .map(|_| ())
+    .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(
+        err.contains("attention dropout") && err.contains("config.json"),
+        "{err}"
+    );
 
     // A finished run's folder holds a checkpoint: training into it again without resume is refused,
     // and resuming with other settings is refused too.

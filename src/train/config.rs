@@ -102,12 +102,24 @@ impl TrainConfig {
         }
     }
 
-    /// The dropout rates of training `model` (see [`Self::dropout`]).
-    pub fn dropout_rates(&self, model: &BertConfig) -> DropoutRates {
-        match self.dropout {
+    /// The dropout rates of training `model` (see [`Self::dropout`]); a rate outside [0, 1),
+    /// from the setting or from the model's `config.json`, is an error.
+    pub fn dropout_rates(&self, model: &BertConfig) -> anyhow::Result<DropoutRates> {
+        let rates = match self.dropout {
             Some(p) => DropoutRates::uniform(p),
             None => model.dropout_rates(),
-        }
+        };
+        rates.validate().map_err(|e| {
+            anyhow::anyhow!(
+                "{e} ({})",
+                if self.dropout.is_some() {
+                    "the `dropout` setting"
+                } else {
+                    "the model's config.json dropout rates"
+                }
+            )
+        })?;
+        Ok(rates)
     }
 
     /// Whether a smaller `metric_for_best` is better: losses and perplexity (as Hugging Face

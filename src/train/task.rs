@@ -45,9 +45,15 @@ impl BatchDropout {
         Mode::Train(self.rates.draw(seed, first_row))
     }
 
-    /// Whether any mask is drawn.
-    pub fn is_on(&self) -> bool {
-        !self.rates.is_off()
+    /// The mode of gradient caching's graph-free first pass over the same rows: inference when
+    /// nothing drops out, else the training pass with [`Self::mode`]'s masks (to be detached),
+    /// so that it computes what the second pass, with a graph, will.
+    pub fn graph_free_mode(&self, stream: usize, first_row: usize) -> Mode {
+        if self.rates.is_off() {
+            Mode::Infer
+        } else {
+            self.mode(stream, first_row)
+        }
     }
 }
 

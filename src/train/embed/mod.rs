@@ -79,7 +79,7 @@ impl TrainTask for EmbedTask<'_> {
         let batch = self.trainer.data.batch(rows);
         let t = self.trainer;
         let dropout = BatchDropout {
-            rates: t.config.dropout_rates(&t.encoder.bert.config),
+            rates: t.config.dropout_rates(&t.encoder.bert.config)?,
             seed: micro_batch_rng(t.config.seed, step, rows).next_u64(),
         };
         let (loss, grads) = step::loss_and_grads(

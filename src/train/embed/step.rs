@@ -14,7 +14,6 @@ use anyhow::{Context, Result};
 use candle_core::{Tensor, Var};
 
 use super::losses::Loss;
-use crate::models::bert::Mode;
 use crate::models::SentenceEncoder;
 use crate::train::dataset::Batch;
 use crate::train::optim::{Grads, Params};
@@ -79,11 +78,7 @@ fn cached(
             let parts: Vec<Tensor> = chunks
                 .iter()
                 .map(|&(s, n)| {
-                    let mode = if dropout.is_on() {
-                        dropout.mode(c, s)
-                    } else {
-                        Mode::Infer
-                    };
+                    let mode = dropout.graph_free_mode(c, s);
                     Ok(encoder.embed_texts(&column[s..s + n], mode)?.detach())
                 })
                 .collect::<Result<_>>()?;

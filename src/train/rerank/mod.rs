@@ -21,7 +21,6 @@ use super::trainer::{fit, TrainOutcome};
 use crate::eval::metrics::MetricValues;
 use crate::eval::rerank::{evaluate_reranker, Candidates, RerankEvalOptions};
 use crate::fingerprint::Fingerprint;
-use crate::models::bert::Mode;
 use crate::models::fusion::FusionChoice;
 use crate::models::CrossEncoder;
 pub use data::{RerankBatch, RerankFormat, RerankSet};
@@ -163,7 +162,7 @@ impl RerankTask<'_> {
         let mut rng = micro_batch_rng(self.trainer.config.seed, step, rows);
         let pairs = self.loss.pairs(&batch, &mut rng);
         let dropout = BatchDropout {
-            rates: self.trainer.config.dropout_rates(&model.bert.config),
+            rates: self.trainer.config.dropout_rates(&model.bert.config)?,
             seed: rng.next_u64(),
         };
         let texts: Vec<(&str, &str)> = pairs
@@ -188,11 +187,7 @@ impl RerankTask<'_> {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let mode = if dropout.is_on() {
-                    dropout.mode(0, i * size)
-                } else {
-                    Mode::Infer
-                };
+                let mode = dropout.graph_free_mode(0, i * size);
                 Ok(model.logits(c, mode)?.squeeze(1)?.detach())
             })
             .collect::<Result<_>>()?;
