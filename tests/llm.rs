@@ -7,6 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
+use ragtune::llm::constrain::CopySpans;
 use ragtune::llm::serve::{Faults, ServeOptions, Server};
 use ragtune::llm::{
     CachedChat, ChatModel, ChatRequest, FinishReason, GenerationParams, LocalLlm, LocalOptions,
@@ -79,7 +80,7 @@ fn batched_decoding_equals_one_by_one() {
             temperature: if i % 2 == 0 { 0.0 } else { 0.9 },
             top_p: 0.9,
             seed: i as u64,
-            stop: Vec::new(),
+            ..Default::default()
         })
         .collect();
     let together = model.generate(&prompts, &params).unwrap();
@@ -121,6 +122,73 @@ fn stop_strings_cut_the_answer() {
         .remove(0);
     assert_eq!(cut.finish_reason, FinishReason::Stop);
     assert_eq!(cut.text, full[..full.find(&stop).unwrap()]);
+}
+
+#[test]
+fn constrained_spans_copy_a_source_and_leave_free_text_alone() {
+    let model = tiny();
+    let ids = model.encode("The queen lays eggs").unwrap();
+    let run = |temperature: f64, spans: Option<&CopySpans>| {
+        model
+            .generate(
+                std::slice::from_ref(&ids),
+                &[GenerationParams {
+                    temperature,
+                    seed: 7,
+                    copy_spans: spans.cloned(),
+                    ..greedy(16)
+                }],
+            )
+            .unwrap()
+            .remove(0)
+            .text
+    };
+    let source = "eggs are laid in wax cells by the queen of the hive";
+    for temperature in [0.0, 0.9] {
+        let free = run(temperature, None);
+        // The random model's own first word of three letters or more opens the span, so what
+        // follows it is constrained (until then decoding, and the sampler's draws, are those of
+        // the free run).
+        let (start, len) = free
+            .match_indices(|c: char| c.is_ascii_alphabetic())
+            .map(|(i, _)| i)
+            .filter(|&i| i == 0 || !free.as_bytes()[i - 1].is_ascii_alphabetic())
+            .map(|i| {
+                let len = free[i..]
+                    .find(|c: char| !c.is_ascii_alphabetic())
+                    .unwrap_or(free.len() - i);
+                (i, len)
+            })
+            .find(|&(_, len)| len >= 3)
+            .unwrap();
+        let first = free[start..start + len].to_string();
+        let after = &free[start + len..];
+        let spans = |sources: Vec<String>| CopySpans {
+            open: first.clone(),
+            close: "]]".into(),
+            sources,
+        };
+        // A source that holds the free continuation allows it unchanged.
+        let allowing = spans(vec![format!("other words {after} more words")]);
+        assert_eq!(run(temperature, Some(&allowing)), free);
+        // A source that does not: the span copies it, or is closed.
+        let strict = spans(vec![source.into()]);
+        let out = run(temperature, Some(&strict));
+        assert_ne!(out, free);
+        assert!(out.starts_with(&free[..start + len]), "{out:?}");
+        // Every span, read as the quote parser reads it (an open marker to the first close
+        // marker after it; the last may be open at the token limit), copies the source.
+        let mut rest = &out[start..];
+        while let Some(at) = rest.find(&first) {
+            let after = &rest[at + first.len()..];
+            let end = after.find("]]");
+            let span = after[..end.unwrap_or(after.len())].trim_end_matches(']');
+            let span = span.split_whitespace().collect::<Vec<_>>().join(" ");
+            assert!(source.contains(&span), "{span:?} in {out:?}");
+            rest = &after[end.map_or(after.len(), |e| e + 2)..];
+        }
+        assert!(strict.checker().allows(&out), "{out:?}");
+    }
 }
 
 #[test]

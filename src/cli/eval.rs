@@ -50,6 +50,9 @@ pub struct GroundedArgs {
     /// Skip the forced-choice scoring.
     #[arg(long)]
     no_forced_choice: bool,
+    /// Constrained quoting for both models: quotes may only copy the example's context.
+    #[arg(long)]
+    constrain_quotes: bool,
     /// Per-example outputs of both models (JSONL).
     #[arg(long)]
     output: Option<PathBuf>,
@@ -334,6 +337,7 @@ fn grounded(a: GroundedArgs) -> Result<()> {
         max_tokens: a.max_tokens,
         labels: labels.clone(),
         forced_choice: !a.no_forced_choice,
+        constrain_quotes: a.constrain_quotes,
         ..Default::default()
     };
     let load = |spec: &str, adapter: Option<PathBuf>| {

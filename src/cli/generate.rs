@@ -60,6 +60,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         top_p: args.top_p,
         seed: args.seed,
         stop: args.stop.clone(),
+        ..Default::default()
     };
     params.validate()?;
     let answers: Vec<String> = if args.raw || args.stats {

@@ -173,6 +173,9 @@ pub struct AskArgs {
     /// Questions answered together (1: each alone, as a user asking one at a time).
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Constrained quoting: quotes may only copy the documents shown (local generators).
+    #[arg(long)]
+    constrain_quotes: bool,
     /// Print the answers as JSON (answer, quotes with `verified` and `doc_ids`, passages, timings).
     #[arg(long)]
     json: bool,
@@ -183,6 +186,7 @@ pub fn ask(args: AskArgs) -> Result<()> {
     if let Some(b) = args.batch_size {
         rag.options.batch_size = b.max(1);
     }
+    rag.options.constrain_quotes |= args.constrain_quotes;
     let answers = rag.ask_many(&args.questions)?;
     for a in &answers {
         if args.json {

@@ -2,6 +2,7 @@
 //! and decodes batches of prompts together (left-padded, one KV cache, finished rows leaving the
 //! batch) with greedy or sampled decoding, stop strings and token limits.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
@@ -11,6 +12,7 @@ use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
+use super::constrain::{self, CopySpans, SpanChecker};
 use super::template::ChatTemplate;
 use super::{
     sample, ChatModel, ChatRequest, Completion, FinishReason, GenerationParams, Message, OnAnswer,
@@ -462,12 +464,7 @@ impl LocalLlm {
             let mut keep = Vec::with_capacity(active.len());
             for (pos, &r) in active.iter().enumerate() {
                 let row = &mut rows[r];
-                let token = sample::next_token(
-                    &logits_rows[pos],
-                    row.params.temperature,
-                    row.params.top_p,
-                    &mut row.rng,
-                );
+                let token = row.next_token(&logits_rows[pos], &self.tokenizer)?;
                 stats.generated_tokens += 1;
                 if row.push(
                     token,
@@ -505,6 +502,10 @@ struct Row<'a> {
     prompt_tokens: usize,
     text: String,
     reason: Option<FinishReason>,
+    /// The request's copy constraint, prepared.
+    spans: Option<SpanChecker<'a>>,
+    /// Tokens to emit before sampling again (a close marker the constraint forces).
+    forced: VecDeque<u32>,
 }
 
 impl<'a> Row<'a> {
@@ -516,7 +517,47 @@ impl<'a> Row<'a> {
             prompt_tokens,
             text: String::new(),
             reason: None,
+            spans: params.copy_spans.as_ref().map(CopySpans::checker),
+            forced: VecDeque::new(),
         }
+    }
+
+    /// The next token: sampled from `logits`, or under a copy constraint the likeliest (in
+    /// sampling order) of the first [`constrain::MAX_TRIES`] that keeps the open span a passage
+    /// of the source; when none does, the span's close marker follows.
+    fn next_token(&mut self, logits: &[f32], tok: &Tokenizer) -> Result<u32> {
+        let (temperature, top_p) = (self.params.temperature, self.params.top_p);
+        if let Some(t) = self.forced.pop_front() {
+            return Ok(t);
+        }
+        let token = sample::next_token(logits, temperature, top_p, &mut self.rng);
+        let Some(spans) = &self.spans else {
+            return Ok(token);
+        };
+        if spans.open_span(&self.text).is_none() {
+            return Ok(token);
+        }
+        let mut logits = logits.to_vec();
+        let mut candidate = token;
+        let mut ids = self.generated.clone();
+        for _ in 0..constrain::MAX_TRIES {
+            ids.push(candidate);
+            let text = tok
+                .decode(&ids, true)
+                .map_err(|e| anyhow::anyhow!("decoding generated tokens: {e}"))?;
+            ids.pop();
+            if spans.allows(&text) {
+                return Ok(candidate);
+            }
+            logits[candidate as usize] = f32::NEG_INFINITY;
+            candidate = sample::next_token(&logits, temperature, top_p, &mut self.rng);
+        }
+        let close = &self.params.copy_spans.as_ref().expect("constrained").close;
+        let close = tok
+            .encode(format!(" {close}"), false)
+            .map_err(|e| anyhow::anyhow!("encoding the close marker: {e}"))?;
+        self.forced.extend(close.get_ids());
+        Ok(self.forced.pop_front().unwrap_or(token))
     }
 
     /// Takes one token; false when the sequence is finished.

@@ -6,6 +6,7 @@
 //! `ragtune serve` ([`serve`]) turns a local model into an OpenAI-compatible server.
 
 mod cache;
+pub mod constrain;
 mod gguf;
 mod hf;
 mod local;
@@ -58,6 +59,10 @@ pub struct GenerationParams {
     pub seed: u64,
     /// Generation ends before the first occurrence of any of these strings.
     pub stop: Vec<String>,
+    /// Spans between two markers may only copy a passage of a source text ([`constrain`];
+    /// local models only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub copy_spans: Option<constrain::CopySpans>,
 }
 
 impl Default for GenerationParams {
@@ -68,6 +73,7 @@ impl Default for GenerationParams {
             top_p: 1.0,
             seed: 0,
             stop: Vec::new(),
+            copy_spans: None,
         }
     }
 }

@@ -109,6 +109,13 @@ impl OpenAiClient {
 
     /// One request with its retries.
     fn send(&self, request: &ChatRequest, rng: &mut Rng) -> Result<Completion> {
+        if request.params.copy_spans.is_some() {
+            bail!(
+                "{}: constrained quoting (copy_spans) needs a local model; a server cannot be \
+                 steered token by token",
+                self.model
+            );
+        }
         let body = self.body(request);
         let mut attempt = 0;
         loop {

@@ -5,16 +5,19 @@
 //!
 //! Masks come from a counter-based hash, not a stateful generator: whether element `e` of site `s`
 //! in row `r` is kept is a pure function of (seed, `s`, `r`, `e`). So
-//! - the fused CPU attention kernel redraws in its backward pass exactly the mask its forward pass
-//!   used, without storing it, and the composed path (CUDA's) builds the same mask as a tensor;
+//! - the CPU kernels (fused attention, and one pass per hidden-state site) redraw in their backward
+//!   pass exactly the mask their forward pass used, without storing it, and the composed path
+//!   (CUDA's) builds the same mask as a tensor;
 //! - a pass over a slice of a batch (gradient caching, the `[CLS]`-only last layer) draws the same
 //!   values as the pass over the whole batch, since rows and token positions are absolute;
 //! - a resumed run, seeded from (run seed, step, first row), drops the same units.
 //!
 //! Kept elements are scaled by `1 / (1 − p)` (inverted dropout), as PyTorch's `nn.Dropout`.
 
-use candle_core::{DType, Device, Result, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
+
+use super::train_ops::{by_dtype, cast, contiguous, uses_kernels, Real};
 
 /// Rates of one model's dropout sites.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -134,6 +137,26 @@ impl RowMask {
         out
     }
 
+    /// The factors of keys `e0..e0 + out.len()` into `out`: [`Self::factors`] without a call per
+    /// element, four at a time from one hash when `e0` starts a group (every row of a mask does).
+    #[inline]
+    pub fn fill(&self, e0: u64, out: &mut [f32]) {
+        if e0 & 3 != 0 {
+            return self.factors(e0, out.len(), |n, f| out[n] = f);
+        }
+        let done = out.len() - out.len() % 4;
+        let mut groups = out.chunks_exact_mut(4);
+        for (g, four) in (&mut groups).enumerate() {
+            let draws = self.draws((e0 >> 2) + g as u64);
+            for (k, f) in four.iter_mut().enumerate() {
+                let kept = (draws >> (16 * k)) & 0xFFFF >= self.threshold;
+                *f = if kept { self.scale } else { 0.0 };
+            }
+        }
+        let rest = groups.into_remainder();
+        self.factors(e0 + done as u64, rest.len(), |n, f| rest[n] = f);
+    }
+
     /// `f(n, factor of key e0 + n)` for `n` in `0..count`: [`Self::factor`] over a run of keys,
     /// hashing once per four.
     #[inline(always)]
@@ -203,13 +226,21 @@ impl Dropout {
             &[r, c] => (r, 1, c),
             d => candle_core::bail!("dropout: unexpected shape {d:?}"),
         };
+        if uses_kernels(x) {
+            return x.contiguous()?.apply_op1(HiddenDropout {
+                dropout: *self,
+                site,
+                row_len: tokens * channels,
+                channels,
+            });
+        }
         let mut mask = vec![0f32; rows * tokens * channels];
         mask.par_chunks_mut(tokens * channels)
             .enumerate()
             .for_each(|(r, row)| {
                 let m = self.row(site, r);
                 for (t, token) in row.chunks_exact_mut(channels).enumerate() {
-                    m.factors(hidden_key(t, 0), channels, |c, f| token[c] = f);
+                    m.fill(hidden_key(t, 0), token);
                 }
             });
         x * to_tensor(mask, x.dims(), x.dtype(), x.device())?
@@ -235,10 +266,64 @@ impl Dropout {
                 let (r, h) = (n / heads, n % heads);
                 let m = self.row(Site::Attention(layer), r);
                 for (i, query) in head.chunks_exact_mut(keys).enumerate() {
-                    m.factors(attention_key(h, i, 0), keys, |j, f| query[j] = f);
+                    m.fill(attention_key(h, i, 0), query);
                 }
             });
         to_tensor(mask, &[rows, heads, queries, keys], dtype, device)
+    }
+}
+
+/// A hidden-state site's dropout as one CPU pass forward and one backward: the backward pass
+/// redraws the factors from the hash (dropout is its own adjoint), so the graph holds no mask and
+/// candle's product rule does not compute the unused gradient of one.
+#[derive(Clone, Copy)]
+struct HiddenDropout {
+    dropout: Dropout,
+    site: Site,
+    /// Elements of one row (`tokens · channels`).
+    row_len: usize,
+    channels: usize,
+}
+
+impl HiddenDropout {
+    fn run<T: Real>(&self, x: &[T]) -> Vec<T> {
+        let mut out = vec![T::zero(); x.len()];
+        out.par_chunks_mut(self.row_len)
+            .zip(x.par_chunks(self.row_len))
+            .enumerate()
+            .for_each(|(r, (out, x))| {
+                let m = self.dropout.row(self.site, r);
+                // The factors as the mask tensor holds them: f32, then the data's type.
+                let mut factors = vec![0f32; self.channels];
+                let tokens = out
+                    .chunks_exact_mut(self.channels)
+                    .zip(x.chunks_exact(self.channels));
+                let (kept, dropped) = (cast::<T>(m.scale as f64), T::zero());
+                for (t, (out, x)) in tokens.enumerate() {
+                    m.fill(hidden_key(t, 0), &mut factors);
+                    for ((o, &x), &f) in out.iter_mut().zip(x).zip(&factors) {
+                        *o = x * if f != 0.0 { kept } else { dropped };
+                    }
+                }
+            });
+        out
+    }
+}
+
+impl CustomOp1 for HiddenDropout {
+    fn name(&self) -> &'static str {
+        "hidden-dropout"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        by_dtype!(storage, self.name(), T => {
+            let x = contiguous::<T>(storage, layout, self.name())?;
+            Ok((WithDType::to_cpu_storage_owned(self.run(x)), layout.shape().clone()))
+        })
+    }
+
+    fn bwd(&self, _x: &Tensor, _out: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op1(*self)?))
     }
 }
 
@@ -308,6 +393,49 @@ mod tests {
     }
 
     #[test]
+    fn the_cpu_pass_equals_the_mask_tensor_forward_and_backward() {
+        use crate::models::kernels::{with, Kernels};
+        use candle_core::Var;
+        let d = draw(0.25, 9);
+        for dtype in [DType::F32, DType::F64] {
+            let x = Var::from_tensor(
+                &Tensor::randn(0f32, 1., (3, 5, 24), &Device::Cpu)
+                    .unwrap()
+                    .to_dtype(dtype)
+                    .unwrap(),
+            )
+            .unwrap();
+            let weights = Tensor::randn(0f32, 1., (3, 5, 24), &Device::Cpu)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
+            let run = |kernels| {
+                with(kernels, || {
+                    let y = d.apply(x.as_tensor(), Site::AttentionOutput(1)).unwrap();
+                    let grads = (&y * &weights)
+                        .unwrap()
+                        .sum_all()
+                        .unwrap()
+                        .backward()
+                        .unwrap();
+                    let to_vec = |t: &Tensor| {
+                        t.flatten_all()
+                            .unwrap()
+                            .to_dtype(DType::F64)
+                            .unwrap()
+                            .to_vec1::<f64>()
+                            .unwrap()
+                    };
+                    (to_vec(&y), to_vec(grads.get(x.as_tensor()).unwrap()))
+                })
+            };
+            let (native, portable) = (run(Kernels::Native), run(Kernels::Portable));
+            assert_eq!(native, portable, "{dtype:?}");
+            assert!(native.1.contains(&0.0), "some units dropped");
+        }
+    }
+
+    #[test]
     fn runs_of_keys_draw_what_single_keys_draw() {
         let m = draw(0.3, 4).row(Site::Attention(1), 2);
         for start in [0u64, 1, 2, 3, 4, attention_key(5, 7, 3)] {
@@ -316,6 +444,13 @@ mod tests {
             let single: Vec<(usize, f32)> =
                 (0..11).map(|n| (n, m.factor(start + n as u64))).collect();
             assert_eq!(run, single, "from key {start}");
+            let mut filled = vec![-1f32; 11];
+            m.fill(start, &mut filled);
+            assert_eq!(
+                filled,
+                single.iter().map(|s| s.1).collect::<Vec<_>>(),
+                "filled from key {start}"
+            );
         }
     }
 

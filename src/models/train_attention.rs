@@ -76,19 +76,24 @@ fn drop_probabilities<T: Real>(
     let key = |i: usize| attention_key(h, at + i, at);
     let (kept, dropped) = (cast::<T>(mask.scale as f64), T::zero());
     let factor = |x: f32| if x != 0.0 { kept } else { dropped };
+    let mut drawn = vec![0f32; l];
     match factors {
         Some(f) => {
             f.resize(l * l, T::zero());
             for (i, (row, frow)) in p.chunks_exact_mut(l).zip(f.chunks_exact_mut(l)).enumerate() {
-                mask.factors(key(i), l, |j, x| {
-                    frow[j] = factor(x);
-                    row[j] *= frow[j];
-                });
+                mask.fill(key(i), &mut drawn);
+                for ((p, f), &x) in row.iter_mut().zip(frow).zip(&drawn) {
+                    *f = factor(x);
+                    *p *= *f;
+                }
             }
         }
         None => {
             for (i, row) in p.chunks_exact_mut(l).enumerate() {
-                mask.factors(key(i), l, |j, x| row[j] *= factor(x));
+                mask.fill(key(i), &mut drawn);
+                for (p, &x) in row.iter_mut().zip(&drawn) {
+                    *p *= factor(x);
+                }
             }
         }
     }

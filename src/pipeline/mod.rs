@@ -171,12 +171,15 @@ impl Default for PipelineConfig {
             embed_train: map(json!({"batch_size": 16, "lr": 2e-5, "warmup_ratio": 0.1})),
             rerank: StageSwitch::Train,
             base_reranker: DEFAULT_EMBEDDER.into(),
+            // (query, positive, 5 negatives) rows train LambdaLoss (`train rerank`'s default for
+            // n-tuples): on SciFact it fuses with the tuned retriever for +0.019 to +0.025 NDCG@10
+            // in three seeds, where BCE on labeled pairs fused for nothing.
             rerank_mine: MineOptions {
-                num_negatives: 3,
+                num_negatives: 5,
                 range_min: 1,
                 range_max: Some(20),
                 max_score: Some(0.95),
-                output_format: crate::mine::OutputFormat::LabeledPair,
+                output_format: crate::mine::OutputFormat::NTuple,
                 ..Default::default()
             },
             rerank_train: map(json!({})),
@@ -507,7 +510,7 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
                     );
                 }
                 Ok(
-                    json!({"pairs": mined.frame.height(), "steps": outcome.steps,
+                    json!({"rows": set.len(), "pairs": set.pair_count(), "steps": outcome.steps,
                           "final_loss": outcome.final_loss, "train_seconds": outcome.seconds,
                           "val_ndcg10_retriever": retriever, "val_ndcg10_reranked": reranked,
                           "fusion": fusion, "val_ndcg10_fused": fused, "used": used}),

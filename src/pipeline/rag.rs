@@ -41,6 +41,9 @@ pub struct RagOptions {
     /// 0 ranks by the reranker alone, 1 keeps the retriever's order. The pipeline chooses it on
     /// its held-out questions. Unset: the weight saved with the reranker (`fusion.json`), else 0.
     pub fusion: Option<f64>,
+    /// Constrained quoting: text between the quote markers may only copy one of the documents
+    /// shown ([`crate::llm::constrain`]; local generators), so every closed quote is verified.
+    pub constrain_quotes: bool,
 }
 
 impl Default for RagOptions {
@@ -52,6 +55,7 @@ impl Default for RagOptions {
             prompt: RaftOptions::default(),
             batch_size: 16,
             fusion: None,
+            constrain_quotes: false,
         }
     }
 }
@@ -486,7 +490,14 @@ impl Rag {
                         .zip(&shown)
                         .map(|(q, docs)| {
                             let prompt = self.options.prompt.prompt(q, docs);
-                            ChatRequest::new(self.options.prompt.messages(&prompt), params.clone())
+                            let params = GenerationParams {
+                                copy_spans: self
+                                    .options
+                                    .constrain_quotes
+                                    .then(|| quotes::copy_constraint(docs.clone())),
+                                ..params.clone()
+                            };
+                            ChatRequest::new(self.options.prompt.messages(&prompt), params)
                         })
                         .collect();
                     model

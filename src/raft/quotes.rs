@@ -11,6 +11,16 @@ pub const ANSWER_MARKERS: [&str; 2] = ["##Answer:", "<ANSWER>:"];
 /// Quotes shorter than this many words do not count as evidence.
 pub const MIN_QUOTE_WORDS: usize = 5;
 
+/// The decoding constraint that makes every quote a passage of one of `documents`
+/// ([`crate::llm::constrain`]).
+pub fn copy_constraint(documents: Vec<String>) -> crate::llm::constrain::CopySpans {
+    crate::llm::constrain::CopySpans {
+        open: BEGIN_QUOTE.into(),
+        close: END_QUOTE.into(),
+        sources: documents,
+    }
+}
+
 /// Whitespace runs collapsed to one space, ends trimmed.
 pub fn normalize_space(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")

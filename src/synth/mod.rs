@@ -383,7 +383,7 @@ fn request(chunk: &ChunkText, options: &SynthOptions) -> ChatRequest {
             temperature: options.temperature,
             top_p: options.top_p,
             seed: chunk_rng(options.seed, &chunk.chunk_id).next_u64(),
-            stop: Vec::new(),
+            ..Default::default()
         },
     )
 }
