@@ -26,7 +26,9 @@
 #     (SUPPORT vs CONTRADICT by log-probability after the model's reasoning), format adherence,
 #     quote faithfulness and citation recall.
 # With RANDOM_DISTRACTORS=1 a second adapter is trained on random distractors and evaluated too
-# (about 15 minutes more). The last line printed is one JSON object:
+# (about 15 minutes more). With CONSTRAINED=1 both models answer once more with constrained
+# quoting (`--constrain-quotes`: text between the quote markers may only copy the prompt's
+# documents), reported on its own line: it makes closed quotes real, not verdicts better. The last line printed is one JSON object:
 #   {"base": {...}, "tuned": {...}, "majority_macro_f1": ..., "n": ...}
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,6 +91,12 @@ if [ "${RANDOM_DISTRACTORS:-0}" = 1 ]; then
   "$bin" eval grounded --examples "$work/eval-examples.jsonl" --model "$llm" --adapter "$work/lora-random" \
     --max-tokens "${MAX_TOKENS:-64}" --json > "$work/grounded-random.txt" 2> "$work/grounded-random.log"
   say "tuned on random distractors: $(tail -1 "$work/grounded-random.txt")"
+fi
+if [ "${CONSTRAINED:-0}" = 1 ]; then
+  "$bin" eval grounded --examples "$work/eval-examples.jsonl" --model "$llm" --adapter "$work/lora" \
+    --max-tokens "${MAX_TOKENS:-64}" --constrain-quotes --output "$work/answers-constrained.jsonl" --json \
+    > "$work/grounded-constrained.txt" 2> "$work/grounded-constrained.log"
+  say "with constrained quoting: $(tail -1 "$work/grounded-constrained.txt")"
 fi
 say "done"
 tail -1 "$work/grounded.txt"

@@ -96,21 +96,27 @@ pub(super) fn register(r: &mut Registry) {
     bind!(
         r,
         "load_rag",
-        "load_rag(pipeline: String, options: #{generate, llm}) -> Rag",
+        "load_rag(pipeline: String, options: #{generate, llm, constrain_quotes}) -> Rag",
         "As load_rag(pipeline); `generate: false` retrieves and reranks only, `llm` (an Llm) answers instead of \
-         the pipeline's generator.",
+         the pipeline's generator, `constrain_quotes: true` lets quotes only copy the documents shown (local \
+         generators).",
         |dir: &str, mut opts: Map| -> Fallible<RagEngine> {
             let generate = take_bool(&mut opts, "generate")?.unwrap_or(true);
+            let constrain = take_bool(&mut opts, "constrain_quotes")?.unwrap_or(false);
             let llm = opts
                 .remove("llm")
                 .map(|v| v.try_cast::<Llm>().ok_or("option `llm` must be an Llm"))
                 .transpose()?;
             if let Some(k) = opts.keys().next() {
-                return Err(format!("unknown load_rag option `{k}`; known: generate, llm").into());
+                return Err(format!(
+                    "unknown load_rag option `{k}`; known: generate, llm, constrain_quotes"
+                )
+                .into());
             }
-            Rag::open(Path::new(dir), llm.map(|l| l.0), generate, false)
-                .map(|r| RagEngine(Arc::new(r)))
-                .map_err(fail)
+            let mut rag =
+                Rag::open(Path::new(dir), llm.map(|l| l.0), generate, false).map_err(fail)?;
+            rag.options.constrain_quotes |= constrain;
+            Ok(RagEngine(Arc::new(rag)))
         },
     );
     bind!(

@@ -193,7 +193,7 @@ pub(super) fn register(r: &mut Registry) {
     bind!(
         r,
         "evaluate_grounded",
-        "evaluate_grounded(model: String, adapter: String, raft: Raft, options: #{split, limit, labels, max_tokens, forced_choice}) -> GroundedEval",
+        "evaluate_grounded(model: String, adapter: String, raft: Raft, options: #{split, limit, labels, max_tokens, forced_choice, constrain_quotes}) -> GroundedEval",
         "A local model (`model`) and the same model with a PEFT `adapter` answer the RAFT prompts of `split` \
          (\"dev\"); scored for verdict accuracy, macro-F1 beside the majority baseline, forced-choice accuracy over \
          `labels`, format adherence, quote faithfulness and citations.",
