@@ -29,7 +29,7 @@ impl CopySpans {
     pub fn checker(&self) -> SpanChecker<'_> {
         SpanChecker {
             spans: self,
-            sources: self.sources.iter().map(|s| normalize(s)).collect(),
+            sources: self.sources.iter().map(|s| normalize_space(s)).collect(),
         }
     }
 }
@@ -87,13 +87,14 @@ impl SpanChecker<'_> {
     }
 
     fn copies(&self, span: &str) -> bool {
-        let span = normalize(span);
+        let span = normalize_space(span);
         span.is_empty() || self.sources.iter().any(|s| s.contains(&span))
     }
 }
 
-/// Whitespace runs collapsed to one space, ends trimmed (as quotes are checked).
-fn normalize(text: &str) -> String {
+/// Whitespace runs collapsed to one space, ends trimmed: how spans and quotes are compared
+/// (`raft::quotes` checks quotes with it too).
+pub fn normalize_space(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 

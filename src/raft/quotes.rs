@@ -21,10 +21,9 @@ pub fn copy_constraint(documents: Vec<String>) -> crate::llm::constrain::CopySpa
     }
 }
 
-/// Whitespace runs collapsed to one space, ends trimmed.
-pub fn normalize_space(text: &str) -> String {
-    text.split_whitespace().collect::<Vec<_>>().join(" ")
-}
+/// Whitespace runs collapsed to one space, ends trimmed (the decoder's copy constraint compares
+/// the same way).
+pub use crate::llm::constrain::normalize_space;
 
 /// Every quoted span of `answer`, in order (an opening marker without its close is ignored).
 pub fn quotes(answer: &str) -> Vec<String> {
