@@ -98,6 +98,7 @@ impl LocalLlm {
     /// Loads `spec`: a `.gguf` path, `owner/repo/file.gguf` from the hub cache, or a local folder
     /// or `owner/repo` holding a Hugging Face Llama checkpoint.
     pub fn load(spec: &str, options: &LocalOptions) -> Result<Self> {
+        crate::runtime::flush_denormals();
         if options.max_batch == 0 {
             bail!("max_batch must be at least 1");
         }

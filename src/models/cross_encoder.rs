@@ -163,6 +163,7 @@ impl CrossEncoder {
         load: &LoadOptions,
         options: &CrossEncoderOptions,
     ) -> Result<Self> {
+        crate::runtime::flush_denormals();
         let config_path = source.file("config.json")?;
         let mut config_json: serde_json::Value = read_json(&config_path)?;
         let model_type = config_json["model_type"].as_str().unwrap_or("bert");

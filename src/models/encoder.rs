@@ -112,6 +112,7 @@ impl SentenceEncoder {
     }
 
     pub fn load_from(source: &ModelSource, options: &LoadOptions) -> Result<Self> {
+        crate::runtime::flush_denormals();
         let layout = StackLayout::read(source)?;
         let prefix = |name: &str| {
             if layout.transformer_dir.is_empty() {

@@ -57,6 +57,7 @@ pub fn fit(
     output: &Path,
     resume: bool,
 ) -> Result<TrainOutcome> {
+    crate::runtime::flush_denormals();
     Fit {
         task,
         config,

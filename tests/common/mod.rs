@@ -218,8 +218,10 @@ pub fn record_skip(why: &str) {
         .append(true)
         .open(log)
     {
+        // One write per line: tests run side by side, and `writeln!` writes in pieces that
+        // interleave with another test's.
         use std::io::Write;
-        let _ = writeln!(f, "{test}: {why}");
+        let _ = f.write_all(format!("{test}: {why}\n").as_bytes());
     }
 }
 
