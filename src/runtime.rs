@@ -27,8 +27,9 @@ pub fn tune_allocator() {
 /// AArch64. Training passes produce subnormal values (one source: an attention weight e^-87 or
 /// less, divided by its row's sum, lands below 1.2e-38), and every multiply that touches one
 /// takes a slow microcode path: a reranker step on 96 (question, passage) pairs took 133 s with
-/// them and 14 s without, with the same loss to the seventh digit. Values below 1.2e-38 add nothing to a model's numbers; PyTorch offers the same
-/// switch as `torch.set_flush_denormal(True)`.
+/// them and 14 s without, with the same loss to the seventh digit. Values below 1.2e-38 add
+/// nothing to a model's numbers; PyTorch offers the same switch as
+/// `torch.set_flush_denormal(True)`.
 ///
 /// Threads inherit the setting from the thread that starts them, so the `ragtune` binary calls
 /// this first thing; the library calls it again where models load and training starts (the
