@@ -28,7 +28,9 @@
 # With RANDOM_DISTRACTORS=1 a second adapter is trained on random distractors and evaluated too
 # (about 15 minutes more). With CONSTRAINED=1 both models answer once more with constrained
 # quoting (`--constrain-quotes`: text between the quote markers may only copy the prompt's
-# documents), reported on its own line: it makes closed quotes real, not verdicts better. The last line printed is one JSON object:
+# documents, a quote closes only once it holds five words, and one still open when the budget has
+# room only for its close marker is closed then), reported on its own line: it makes quotes real,
+# not verdicts better. The last line printed is one JSON object:
 #   {"base": {...}, "tuned": {...}, "majority_macro_f1": ..., "n": ...}
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -167,6 +167,8 @@ fn constrained_spans_copy_a_source_and_leave_free_text_alone() {
             open: first.clone(),
             close: "]]".into(),
             sources,
+            min_words: 0,
+            close_before_limit: false,
         };
         // A source that holds the free continuation allows it unchanged.
         let allowing = spans(vec![format!("other words {after} more words")]);
@@ -188,6 +190,19 @@ fn constrained_spans_copy_a_source_and_leave_free_text_alone() {
             rest = &after[end.map_or(after.len(), |e| e + 2)..];
         }
         assert!(strict.checker().allows(&out), "{out:?}");
+        // With `close_before_limit`, the span the free run leaves open at the token limit is
+        // closed in time: the same text up to the last tokens, then the close marker.
+        let closing = CopySpans {
+            close_before_limit: true,
+            ..allowing.clone()
+        };
+        let out = run(temperature, Some(&closing));
+        assert!(!free.trim_end().ends_with("]]"), "{free:?}");
+        assert!(out.ends_with(" ]]"), "{out:?}");
+        let body = &out[..out.len() - 3];
+        assert!(free.starts_with(body), "{body:?} not a prefix of {free:?}");
+        assert!(body.len() > start + len, "{out:?}");
+        assert!(closing.checker().allows(&out), "{out:?}");
     }
 }
 

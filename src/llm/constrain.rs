@@ -2,7 +2,11 @@
 //! `##end_quote##`) may only copy a passage of one of the source texts, compared after
 //! whitespace normalisation. The decoder asks [`CopySpans::allows`] before taking a token and, when the
 //! model's preferred tokens would leave the source, takes the next preferred one that does not;
-//! when none of the likeliest tokens can continue the passage, it closes the span.
+//! when none of the likeliest tokens can continue the passage, it closes the span. Two options
+//! shape how spans end: `min_words` keeps a span from closing before it holds that many words
+//! (a shorter quote is no evidence), and `close_before_limit` closes a span still open when
+//! only its close marker's tokens are left of the budget (a quote cut off by the limit is no
+//! quote at all). A span closed because nothing else can follow may be shorter than `min_words`.
 //!
 //! This changes what the model says only inside an open span: every closed span is then a real
 //! passage of the source, whatever the model would have written. Its reasoning and final answer
@@ -19,6 +23,12 @@ pub struct CopySpans {
     pub close: String,
     /// The texts spans copy from (the documents the model reads); a span lies within one.
     pub sources: Vec<String>,
+    /// A span may close by the model's choice only once it holds at least this many words.
+    #[serde(default)]
+    pub min_words: usize,
+    /// A span still open when the token budget has room for just its close marker is closed.
+    #[serde(default)]
+    pub close_before_limit: bool,
 }
 
 /// Candidate tokens tried, in the model's order of preference, before a span is closed.
@@ -43,13 +53,15 @@ pub struct SpanChecker<'a> {
 impl SpanChecker<'_> {
     /// Whether `text` (a whole output so far) keeps its last span a passage of a source: there
     /// is no span, the last span is closed and its text occurs in a source, or it is open and its
-    /// text (less a started close marker) occurs in a source. Spans are read as the quote parser
-    /// reads them: from an open marker to the first close marker after it, so an open marker
-    /// inside a span is part of its text.
+    /// text (less a started close marker) occurs in a source. A span closed, or being closed,
+    /// must hold `min_words` words. Spans are read as the quote parser reads them: from an open
+    /// marker to the first close marker after it, so an open marker inside a span is part of
+    /// its text.
     pub fn allows(&self, text: &str) -> bool {
+        let closable = |body: &str| self.copies(body) && self.long_enough(body);
         match self.last_span(text) {
             None => true,
-            Some((span, true)) => self.copies(span),
+            Some((span, true)) => closable(span),
             Some((open, false)) => {
                 let close = self.spans.close.as_str();
                 self.copies(open)
@@ -57,7 +69,7 @@ impl SpanChecker<'_> {
                         .filter(|&k| open.is_char_boundary(open.len() - k))
                         .any(|k| {
                             let (body, tail) = open.split_at(open.len() - k);
-                            close.starts_with(tail) && self.copies(body)
+                            close.starts_with(tail) && closable(body)
                         })
             }
         }
@@ -86,6 +98,10 @@ impl SpanChecker<'_> {
         last
     }
 
+    fn long_enough(&self, span: &str) -> bool {
+        span.split_whitespace().count() >= self.spans.min_words
+    }
+
     fn copies(&self, span: &str) -> bool {
         let span = normalize_space(span);
         span.is_empty() || self.sources.iter().any(|s| s.contains(&span))
@@ -110,6 +126,8 @@ mod tests {
                 "Document 1: Worker bees live\nabout six weeks in summer. #5 is a hive.".into(),
                 "Document 2: Drones die in autumn.".into(),
             ],
+            min_words: 0,
+            close_before_limit: false,
         }
     }
 
@@ -144,5 +162,28 @@ mod tests {
         assert!(!c.allows("##begin_quote## six weeks ##begin_quote## in summer"));
         assert_eq!(c.open_span("a ##begin_quote## b"), Some(" b"));
         assert_eq!(c.open_span("a ##begin_quote## b ##end_quote##"), None);
+    }
+
+    #[test]
+    fn spans_close_only_once_they_hold_min_words() {
+        let s = CopySpans {
+            min_words: 3,
+            ..spans()
+        };
+        let c = s.checker();
+        // Open spans of any length may grow.
+        assert!(c.allows("##begin_quote## Worker"));
+        assert!(c.allows("##begin_quote## Worker bees"));
+        // Closing, or starting to close, needs three words.
+        assert!(!c.allows("##begin_quote## Worker bees ##end_quote##"));
+        assert!(!c.allows("##begin_quote## Worker bees ##end_q"));
+        assert!(!c.allows("##begin_quote## Worker bees #"));
+        assert!(c.allows("##begin_quote## Worker bees live ##end_q"));
+        assert!(c.allows("##begin_quote## Worker bees live ##end_quote## then free"));
+        // Words are counted after whitespace normalisation, and a copy is still required.
+        assert!(c.allows("##begin_quote##\n Worker\n bees  live##end_quote##"));
+        assert!(!c.allows("##begin_quote## Worker bees die ##end_quote##"));
+        // A '#' the source has continues the copy rather than closing it.
+        assert!(c.allows("##begin_quote## summer. #"));
     }
 }

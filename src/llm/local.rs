@@ -507,6 +507,8 @@ struct Row<'a> {
     spans: Option<SpanChecker<'a>>,
     /// Tokens to emit before sampling again (a close marker the constraint forces).
     forced: VecDeque<u32>,
+    /// The constraint's close marker as tokens, once needed.
+    close_ids: Option<Vec<u32>>,
 }
 
 impl<'a> Row<'a> {
@@ -520,24 +522,33 @@ impl<'a> Row<'a> {
             reason: None,
             spans: params.copy_spans.as_ref().map(CopySpans::checker),
             forced: VecDeque::new(),
+            close_ids: None,
         }
     }
 
     /// The next token: sampled from `logits`, or under a copy constraint the likeliest (in
     /// sampling order) of the first [`constrain::MAX_TRIES`] that keeps the open span a passage
-    /// of the source; when none does, the span's close marker follows.
+    /// of the source; when none does, or (`close_before_limit`) when the budget has room only
+    /// for the close marker, the span's close marker follows.
     fn next_token(&mut self, logits: &[f32], tok: &Tokenizer) -> Result<u32> {
         let (temperature, top_p) = (self.params.temperature, self.params.top_p);
         if let Some(t) = self.forced.pop_front() {
             return Ok(t);
         }
         let token = sample::next_token(logits, temperature, top_p, &mut self.rng);
-        let Some(spans) = &self.spans else {
+        let (Some(spans), Some(constraint)) = (&self.spans, &self.params.copy_spans) else {
             return Ok(token);
         };
         if spans.open_span(&self.text).is_none() {
             return Ok(token);
         }
+        if constraint.close_before_limit {
+            let left = self.params.max_tokens.saturating_sub(self.generated.len());
+            if left <= self.close_marker(tok)?.len() {
+                return self.force_close(tok, token);
+            }
+        }
+        let spans = self.spans.as_ref().expect("constrained");
         let mut logits = logits.to_vec();
         let mut candidate = token;
         let mut ids = self.generated.clone();
@@ -553,12 +564,26 @@ impl<'a> Row<'a> {
             logits[candidate as usize] = f32::NEG_INFINITY;
             candidate = sample::next_token(&logits, temperature, top_p, &mut self.rng);
         }
-        let close = &self.params.copy_spans.as_ref().expect("constrained").close;
-        let close = tok
-            .encode(format!(" {close}"), false)
-            .map_err(|e| anyhow::anyhow!("encoding the close marker: {e}"))?;
-        self.forced.extend(close.get_ids());
-        Ok(self.forced.pop_front().unwrap_or(token))
+        self.force_close(tok, token)
+    }
+
+    /// The close marker's tokens, with the space before it (encoded once per row).
+    fn close_marker(&mut self, tok: &Tokenizer) -> Result<&[u32]> {
+        if self.close_ids.is_none() {
+            let close = &self.params.copy_spans.as_ref().expect("constrained").close;
+            let ids = tok
+                .encode(format!(" {close}"), false)
+                .map_err(|e| anyhow::anyhow!("encoding the close marker: {e}"))?;
+            self.close_ids = Some(ids.get_ids().to_vec());
+        }
+        Ok(self.close_ids.as_deref().unwrap_or_default())
+    }
+
+    /// Queues the close marker and returns its first token (`fallback` if it has none).
+    fn force_close(&mut self, tok: &Tokenizer, fallback: u32) -> Result<u32> {
+        let close = self.close_marker(tok)?.to_vec();
+        self.forced.extend(close);
+        Ok(self.forced.pop_front().unwrap_or(fallback))
     }
 
     /// Takes one token; false when the sequence is finished.

@@ -12,12 +12,16 @@ pub const ANSWER_MARKERS: [&str; 2] = ["##Answer:", "<ANSWER>:"];
 pub const MIN_QUOTE_WORDS: usize = 5;
 
 /// The decoding constraint that makes every quote a passage of one of `documents`
-/// ([`crate::llm::constrain`]).
+/// ([`crate::llm::constrain`]) that counts as evidence: the model closes a quote only once it
+/// holds [`MIN_QUOTE_WORDS`] words, and a quote still open when the token budget runs out is
+/// closed in time.
 pub fn copy_constraint(documents: Vec<String>) -> crate::llm::constrain::CopySpans {
     crate::llm::constrain::CopySpans {
         open: BEGIN_QUOTE.into(),
         close: END_QUOTE.into(),
         sources: documents,
+        min_words: MIN_QUOTE_WORDS,
+        close_before_limit: true,
     }
 }
 
