@@ -455,8 +455,8 @@ impl LocalLlm {
         let mut rows: Vec<Row> = params
             .iter()
             .zip(prompts)
-            .map(|(p, prompt)| Row::new(p, prompt.len()))
-            .collect();
+            .map(|(p, prompt)| Row::new(p, prompt.len(), &self.tokenizer))
+            .collect::<Result<_>>()?;
         // Batch position → row index of the sequences still decoding.
         let mut active: Vec<usize> = (0..rows.len()).collect();
         loop {
@@ -507,13 +507,21 @@ struct Row<'a> {
     spans: Option<SpanChecker<'a>>,
     /// Tokens to emit before sampling again (a close marker the constraint forces).
     forced: VecDeque<u32>,
-    /// The constraint's close marker as tokens, once needed.
-    close_ids: Option<Vec<u32>>,
+    /// The constraint's close marker as tokens, with the space before it (empty without one).
+    close_ids: Vec<u32>,
 }
 
 impl<'a> Row<'a> {
-    fn new(params: &'a GenerationParams, prompt_tokens: usize) -> Self {
-        Self {
+    fn new(params: &'a GenerationParams, prompt_tokens: usize, tok: &Tokenizer) -> Result<Self> {
+        let close_ids = match &params.copy_spans {
+            Some(c) => tok
+                .encode(format!(" {}", c.close), false)
+                .map_err(|e| anyhow::anyhow!("encoding the close marker: {e}"))?
+                .get_ids()
+                .to_vec(),
+            None => Vec::new(),
+        };
+        Ok(Self {
             params,
             rng: Rng::new(params.seed),
             generated: Vec::new(),
@@ -522,8 +530,8 @@ impl<'a> Row<'a> {
             reason: None,
             spans: params.copy_spans.as_ref().map(CopySpans::checker),
             forced: VecDeque::new(),
-            close_ids: None,
-        }
+            close_ids,
+        })
     }
 
     /// The next token: sampled from `logits`, or under a copy constraint the likeliest (in
@@ -536,19 +544,21 @@ impl<'a> Row<'a> {
             return Ok(t);
         }
         let token = sample::next_token(logits, temperature, top_p, &mut self.rng);
-        let (Some(spans), Some(constraint)) = (&self.spans, &self.params.copy_spans) else {
+        let Some(spans) = &self.spans else {
             return Ok(token);
         };
         if spans.open_span(&self.text).is_none() {
             return Ok(token);
         }
-        if constraint.close_before_limit {
-            let left = self.params.max_tokens.saturating_sub(self.generated.len());
-            if left <= self.close_marker(tok)?.len() {
-                return self.force_close(tok, token);
-            }
+        let close_before_limit = self
+            .params
+            .copy_spans
+            .as_ref()
+            .is_some_and(|c| c.close_before_limit);
+        let left = self.params.max_tokens.saturating_sub(self.generated.len());
+        if close_before_limit && left <= self.close_ids.len() {
+            return Ok(self.force_close(token));
         }
-        let spans = self.spans.as_ref().expect("constrained");
         let mut logits = logits.to_vec();
         let mut candidate = token;
         let mut ids = self.generated.clone();
@@ -564,26 +574,13 @@ impl<'a> Row<'a> {
             logits[candidate as usize] = f32::NEG_INFINITY;
             candidate = sample::next_token(&logits, temperature, top_p, &mut self.rng);
         }
-        self.force_close(tok, token)
-    }
-
-    /// The close marker's tokens, with the space before it (encoded once per row).
-    fn close_marker(&mut self, tok: &Tokenizer) -> Result<&[u32]> {
-        if self.close_ids.is_none() {
-            let close = &self.params.copy_spans.as_ref().expect("constrained").close;
-            let ids = tok
-                .encode(format!(" {close}"), false)
-                .map_err(|e| anyhow::anyhow!("encoding the close marker: {e}"))?;
-            self.close_ids = Some(ids.get_ids().to_vec());
-        }
-        Ok(self.close_ids.as_deref().unwrap_or_default())
+        Ok(self.force_close(token))
     }
 
     /// Queues the close marker and returns its first token (`fallback` if it has none).
-    fn force_close(&mut self, tok: &Tokenizer, fallback: u32) -> Result<u32> {
-        let close = self.close_marker(tok)?.to_vec();
-        self.forced.extend(close);
-        Ok(self.forced.pop_front().unwrap_or(fallback))
+    fn force_close(&mut self, fallback: u32) -> u32 {
+        self.forced.extend(&self.close_ids);
+        self.forced.pop_front().unwrap_or(fallback)
     }
 
     /// Takes one token; false when the sequence is finished.
