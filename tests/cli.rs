@@ -870,3 +870,122 @@ fn synthetic_pairs_train_on_their_text_columns_only() {
     assert_stderr_says(&out, "metadata column(s) chunk_id, generator not read");
     assert_stderr_says(&out, "(columns query, positive)");
 }
+
+#[test]
+fn eval_grounded_takes_the_base_side_from_an_earlier_run_with_the_same_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let example = |id: &str, label: &str| {
+        let doc = format!("Document 1: The claim {id} is {label}ED by this trial.");
+        serde_json::json!({
+            "id": id, "source": "test", "question": format!("claim {id}"),
+            "doc_ids": ["d1"], "docs": [doc], "is_oracle": [true], "oracle_present": true,
+            "prompt": format!("{doc}\n\nQuestion: claim {id}"), "answer": null,
+            "label": label, "gold_answer": null, "evidence": [], "split": "dev", "random_fill": 0,
+        })
+        .to_string()
+    };
+    let examples = dir.join("examples.jsonl");
+    let rows = [("a", "SUPPORT"), ("b", "SUPPORT"), ("c", "CONTRADICT")];
+    let lines: Vec<String> = rows.iter().map(|(i, l)| example(i, l)).collect();
+    std::fs::write(&examples, lines.join("\n") + "\n").unwrap();
+    let model = common::tiny_llama_dir().display().to_string();
+    let grounded = |answers: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "grounded",
+            "--examples",
+            examples.to_str().unwrap(),
+            "--model",
+            &model,
+            "--tuned",
+            &model,
+            "--max-tokens",
+            "4",
+            "--json",
+            "--output",
+            answers.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        ragtune(&args)
+    };
+    let first = dir.join("first.jsonl");
+    let out = grounded(&first, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // Hand-written base answers: right on a, wrong on b, no verdict on c; forced choices all
+    // SUPPORT. Reused, they must be what the report scores.
+    let written: Vec<Value> = std::fs::read_to_string(&first)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(written.len(), 3);
+    assert_eq!(written[0]["max_tokens"], 4);
+    let hand = ["##Answer: SUPPORT", "##Answer: CONTRADICT", "no idea"];
+    let edited: Vec<String> = written
+        .iter()
+        .zip(hand)
+        .map(|(row, answer)| {
+            let mut row = row.clone();
+            row["base"] = answer.into();
+            row["base_forced_choice"] = "SUPPORT".into();
+            row.to_string()
+        })
+        .collect();
+    let base_answers = dir.join("base.jsonl");
+    std::fs::write(&base_answers, edited.join("\n")).unwrap();
+    let second = dir.join("second.jsonl");
+    let out = grounded(&second, &["--base-answers", base_answers.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_stderr_says(&out, "answers from");
+    let summary = |out: &Output| -> Value {
+        serde_json::from_str(text(&out.stdout).lines().last().unwrap()).unwrap()
+    };
+    let s = summary(&out);
+    assert!((s["base"]["verdict_accuracy"].as_f64().unwrap() - 1.0 / 3.0).abs() < 1e-9);
+    assert!((s["base"]["format_adherence"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
+    assert!((s["base"]["forced_choice_accuracy"].as_f64().unwrap() - 2.0 / 3.0).abs() < 1e-9);
+    let again: Vec<Value> = std::fs::read_to_string(&second)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for ((row, before), answer) in again.iter().zip(&written).zip(hand) {
+        assert_eq!(row["base"], answer);
+        assert_eq!(
+            row["tuned"], before["tuned"],
+            "the tuned side still answers"
+        );
+    }
+    // Other settings, or an example the file lacks, are refused with the file named.
+    let out = grounded(
+        &dir.join("x.jsonl"),
+        &[
+            "--base-answers",
+            base_answers.to_str().unwrap(),
+            "--constrain-quotes",
+        ],
+    );
+    assert!(!out.status.success());
+    assert_stderr_says(&out, "base.jsonl:1: answered with constrain_quotes false");
+    let moved = lines[0].replace("Question: claim a", "Question: claim a, reworded");
+    std::fs::write(
+        &examples,
+        [moved, lines[1].clone(), lines[2].clone()].join("\n"),
+    )
+    .unwrap();
+    let out = grounded(
+        &dir.join("x.jsonl"),
+        &["--base-answers", base_answers.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert_stderr_says(&out, "base.jsonl: example a was answered on another prompt");
+    std::fs::write(&examples, lines.join("\n")).unwrap();
+    std::fs::write(&base_answers, edited[..2].join("\n")).unwrap();
+    let out = grounded(
+        &dir.join("x.jsonl"),
+        &["--base-answers", base_answers.to_str().unwrap()],
+    );
+    assert!(!out.status.success());
+    assert_stderr_says(&out, "base.jsonl: no answer for example c");
+}

@@ -145,7 +145,16 @@ fn chat_labels_are_the_assistant_turns_with_their_end_of_turn_token() {
         "cut",
     )
     .unwrap();
-    assert_eq!((cut.examples.len(), cut.dropped, cut.truncated), (1, 1, 2));
+    // The kept one lost its answer's end: counted, so the user hears the final answer is gone.
+    assert_eq!(
+        (
+            cut.examples.len(),
+            cut.dropped,
+            cut.truncated,
+            cut.answers_cut
+        ),
+        (1, 1, 2, 1)
+    );
     assert_eq!(cut.examples[0].ids[..], whole.ids[..max_length]);
     assert_eq!(cut.examples[0].label_count(), 3);
 }

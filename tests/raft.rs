@@ -167,6 +167,76 @@ fn the_oracle_is_kept_in_p_of_the_examples() {
 }
 
 #[test]
+fn balanced_labels_keep_the_rarest_label_whole_and_a_seeded_share_of_the_others() {
+    // 12 SUPPORT and 4 CONTRADICT questions; a quarter of the questions held out as dev.
+    let sources: Vec<RaftSource> = (0..16)
+        .map(|i| RaftSource {
+            label: Some(if i % 4 == 0 { "CONTRADICT" } else { "SUPPORT" }.into()),
+            ..source(&format!("q{i}"))
+        })
+        .collect();
+    let opts = |balance_labels, seed| RaftOptions {
+        distractors: Distractors::Random,
+        dev_share: 0.25,
+        balance_labels,
+        seed,
+        ..Default::default()
+    };
+    let count = |set: &ragtune::raft::RaftSet, split: &str, label: &str| {
+        set.examples
+            .iter()
+            .filter(|e| e.split == split && e.label.as_deref() == Some(label))
+            .count()
+    };
+    for seed in [1, 2, 3] {
+        let whole = build(&sources, &corpus(), None, &opts(false, seed)).unwrap();
+        let set = build(&sources, &corpus(), None, &opts(true, seed)).unwrap();
+        let rare = count(&whole, "train", "CONTRADICT");
+        assert!(rare > 0 && rare < count(&whole, "train", "SUPPORT"));
+        assert_eq!(count(&set, "train", "CONTRADICT"), rare);
+        assert_eq!(count(&set, "train", "SUPPORT"), rare);
+        for label in ["SUPPORT", "CONTRADICT"] {
+            assert_eq!(count(&set, "dev", label), count(&whole, "dev", label));
+        }
+        assert_eq!(
+            set.summary.balanced_out,
+            whole.examples.len() - set.examples.len()
+        );
+        assert_eq!(set.summary.train, 2 * rare);
+        // The kept examples are the whole build's, in its order, and the same for the seed.
+        let ids = |s: &ragtune::raft::RaftSet| -> Vec<String> {
+            s.examples.iter().map(|e| e.id.clone()).collect()
+        };
+        let whole_ids = ids(&whole);
+        let mut at = whole_ids.iter();
+        assert!(ids(&set).iter().all(|id| at.any(|w| w == id)));
+        let again = build(&sources, &corpus(), None, &opts(true, seed)).unwrap();
+        assert_eq!(ids(&again), ids(&set));
+    }
+    // The kept SUPPORT examples differ from seed to seed.
+    let kept = |seed| -> Vec<String> {
+        build(&sources, &corpus(), None, &opts(true, seed))
+            .unwrap()
+            .examples
+            .iter()
+            .filter(|e| e.split == "train" && e.label.as_deref() == Some("SUPPORT"))
+            .map(|e| e.source.clone())
+            .collect()
+    };
+    assert_ne!(kept(1), kept(2));
+    // Without labels there is nothing to balance: a clear error, not a silent no-op.
+    let unlabelled: Vec<RaftSource> = (0..4)
+        .map(|i| RaftSource {
+            label: None,
+            answer: Some("fact zero".into()),
+            ..source(&format!("u{i}"))
+        })
+        .collect();
+    let err = build(&unlabelled, &corpus(), None, &opts(true, 1)).unwrap_err();
+    assert!(err.to_string().contains("needs a label"), "{err}");
+}
+
+#[test]
 fn gold_answers_quote_real_sentences_and_the_removed_oracle_policies_hold() {
     let sources: Vec<RaftSource> = (0..200).map(|i| source(&format!("q{i}"))).collect();
     for policy in [RemovedOracle::Keep, RemovedOracle::Abstain] {

@@ -1,5 +1,6 @@
 //! `ragtune eval retrieval` (optionally with a reranking second stage) and `ragtune eval rerank`.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -56,6 +57,11 @@ pub struct GroundedArgs {
     /// Per-example outputs of both models (JSONL).
     #[arg(long)]
     output: Option<PathBuf>,
+    /// Take the base model's answers from an earlier run's --output instead of answering again
+    /// (greedy answers repeat): it must hold every example, answered on the same prompt by the
+    /// same --model with the same --max-tokens and quoting.
+    #[arg(long)]
+    base_answers: Option<PathBuf>,
     /// Chart (HTML).
     #[arg(long)]
     chart: Option<PathBuf>,
@@ -304,6 +310,85 @@ fn print_rerank(report: &RerankReport, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// A short fingerprint of the prompt an example's answers came from.
+fn prompt_fingerprint(e: &ragtune::raft::RaftExample) -> String {
+    ragtune::fingerprint::Fingerprint::default()
+        .text(&e.prompt)
+        .hex()
+}
+
+/// The base side of an earlier `eval grounded --output`, one item per example in the order of
+/// `examples`; rows answered with other settings, or a missing example, are errors.
+fn earlier_base_answers(
+    path: &std::path::Path,
+    examples: &[ragtune::raft::RaftExample],
+    a: &GroundedArgs,
+) -> Result<Vec<ragtune::eval::grounded::GroundedItem>> {
+    use serde_json::{json, Value};
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let forced = !a.no_forced_choice;
+    let mut rows = HashMap::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let at = || format!("{}:{}", path.display(), i + 1);
+        let row: Value =
+            serde_json::from_str(line).with_context(|| format!("{}: not JSON", at()))?;
+        for (field, want) in [
+            ("base_model", json!(a.model)),
+            ("max_tokens", json!(a.max_tokens)),
+            ("constrain_quotes", json!(a.constrain_quotes)),
+        ] {
+            // Files written before these fields existed cannot be checked.
+            if let Some(was) = row.get(field).filter(|v| **v != want) {
+                anyhow::bail!(
+                    "{}: answered with {field} {was}, this run asks for {want}",
+                    at()
+                );
+            }
+        }
+        let (Some(id), Some(output)) = (row["id"].as_str(), row["base"].as_str()) else {
+            anyhow::bail!(
+                "{}: a row needs `id` and `base` (an eval grounded --output row)",
+                at()
+            );
+        };
+        let choice = row["base_forced_choice"].as_str().map(str::to_string);
+        let prompt = row["prompt_fingerprint"].as_str().map(str::to_string);
+        rows.insert(id.to_string(), (output.to_string(), choice, prompt));
+    }
+    examples
+        .iter()
+        .map(|e| {
+            let Some((output, choice, prompt)) = rows.get(&e.id) else {
+                anyhow::bail!("{}: no answer for example {}", path.display(), e.id);
+            };
+            if prompt.as_ref().is_some_and(|p| *p != prompt_fingerprint(e)) {
+                anyhow::bail!(
+                    "{}: example {} was answered on another prompt (other documents or template)",
+                    path.display(),
+                    e.id
+                );
+            }
+            if forced && choice.is_none() && e.label.is_some() {
+                anyhow::bail!(
+                    "{}: example {} has no base_forced_choice (pass --no-forced-choice, or answer again)",
+                    path.display(),
+                    e.id
+                );
+            }
+            Ok(ragtune::eval::grounded::GroundedItem::new(
+                e,
+                output.clone(),
+                choice.clone().filter(|_| forced),
+            ))
+        })
+        .collect()
+}
+
 fn grounded(a: GroundedArgs) -> Result<()> {
     use ragtune::eval::grounded::{answer, GroundedOptions, GroundedReport};
     use ragtune::llm::{LocalLlm, LocalOptions};
@@ -350,8 +435,16 @@ fn grounded(a: GroundedArgs) -> Result<()> {
         )
     };
     let run = |llm: &LocalLlm| answer(llm, Some(llm), &examples, &options);
-    eprintln!("base: {} on {} examples", a.model, examples.len());
-    let base_items = run(&load(&a.model, None)?)?;
+    let base_items = match &a.base_answers {
+        Some(path) => {
+            eprintln!("base: {}'s answers from {}", a.model, path.display());
+            earlier_base_answers(path, &examples, &a)?
+        }
+        None => {
+            eprintln!("base: {} on {} examples", a.model, examples.len());
+            run(&load(&a.model, None)?)?
+        }
+    };
     let tuned = match (&a.adapter, &a.tuned) {
         (Some(dir), None) => load(&a.model, Some(dir.clone()))?,
         (None, Some(spec)) => load(spec, None)?,
@@ -364,8 +457,11 @@ fn grounded(a: GroundedArgs) -> Result<()> {
             .base_items
             .iter()
             .zip(&report.tuned_items)
-            .map(|(b, t)| {
+            .zip(&examples)
+            .map(|((b, t), e)| {
                 serde_json::json!({"id": b.id, "gold_label": b.gold_label, "oracle_present": b.oracle_present,
+                    "base_model": a.model, "max_tokens": a.max_tokens, "constrain_quotes": a.constrain_quotes,
+                    "prompt_fingerprint": prompt_fingerprint(e),
                     "base": b.output, "base_forced_choice": b.forced_choice,
                     "tuned": t.output, "tuned_forced_choice": t.forced_choice})
                 .to_string()

@@ -68,6 +68,10 @@ pub struct BuildArgs {
     /// Share of questions held out as dev (written to --dev-output).
     #[arg(long)]
     dev_share: Option<f64>,
+    /// Leave out training examples of the commoner labels (seeded) until each label has as many
+    /// as the rarest.
+    #[arg(long)]
+    balance_labels: bool,
     #[arg(long)]
     seed: Option<u64>,
     /// A teacher model (`local:…` or `openai:…`) answers instead of the evidence.
@@ -129,6 +133,7 @@ fn build(a: BuildArgs) -> Result<()> {
         },
         max_sentences: a.max_sentences,
         dev_share: a.dev_share.unwrap_or(d.dev_share),
+        balance_labels: a.balance_labels,
         seed: a.seed.unwrap_or(d.seed),
         ..d
     };

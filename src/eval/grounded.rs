@@ -41,6 +41,22 @@ pub struct GroundedItem {
     pub forced_choice: Option<String>,
 }
 
+impl GroundedItem {
+    /// `example` answered with `output` (and, if measured, its forced choice).
+    pub fn new(example: &RaftExample, output: String, forced_choice: Option<String>) -> Self {
+        Self {
+            id: example.id.clone(),
+            output,
+            context: example.context(),
+            gold_label: example.label.clone(),
+            gold_answer: example.gold_answer.clone(),
+            evidence: example.evidence.clone(),
+            oracle_present: example.oracle_present,
+            forced_choice,
+        }
+    }
+}
+
 /// Scores of a set of answered examples.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct GroundedMetrics {
@@ -432,16 +448,7 @@ pub fn answer(
                 }
                 _ => None,
             };
-            items.push(GroundedItem {
-                id: e.id.clone(),
-                output,
-                context: e.context(),
-                gold_label: e.label.clone(),
-                gold_answer: e.gold_answer.clone(),
-                evidence: e.evidence.clone(),
-                oracle_present: e.oracle_present,
-                forced_choice,
-            });
+            items.push(GroundedItem::new(e, output, forced_choice));
         }
         progress.inc(chunk.len() as u64);
     }

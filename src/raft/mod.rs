@@ -15,7 +15,7 @@
 
 pub mod quotes;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
@@ -77,6 +77,10 @@ pub struct RaftOptions {
     pub max_sentences: Option<usize>,
     /// Share of the questions (not examples) held out as `dev`.
     pub dev_share: f64,
+    /// Leave out training examples of the commoner final answers (labels, after the
+    /// removed-oracle policy), at random, until each has as many as the rarest: a small model
+    /// trained on 2:1 SUPPORT learns to say SUPPORT. Dev examples are all kept.
+    pub balance_labels: bool,
     pub seed: u64,
 }
 
@@ -98,6 +102,7 @@ impl Default for RaftOptions {
             system_prompt: None,
             max_sentences: None,
             dev_share: 0.0,
+            balance_labels: false,
             seed: 42,
         }
     }
@@ -241,6 +246,8 @@ pub struct RaftSummary {
     /// `max_sentences`.
     pub evidence_sentences: usize,
     pub evidence_kept: usize,
+    /// Training examples left out by `balance_labels`.
+    pub balanced_out: usize,
 }
 
 /// Examples, the options that made them, and counts.
@@ -578,6 +585,9 @@ pub fn build(
             random_fill,
         });
     }
+    if options.balance_labels {
+        summary.balanced_out = balance_labels(&mut examples, options)?;
+    }
     let mut set = RaftSet {
         examples,
         options: options.clone(),
@@ -585,6 +595,42 @@ pub fn build(
     };
     set.recount();
     Ok(set)
+}
+
+/// Leaves out training examples of the commoner target labels, a seeded random choice in each,
+/// until every label has as many as the rarest; returns how many were left out.
+fn balance_labels(examples: &mut Vec<RaftExample>, options: &RaftOptions) -> Result<usize> {
+    let mut by_label: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, e) in examples
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.split == "train")
+    {
+        // Free-text gold answers are not classes: only labels count.
+        let Some(label) = e.label.as_ref().and_then(|_| e.target_label(options)) else {
+            bail!(
+                "balance_labels needs a label on every training example; `{}` has none",
+                e.id
+            );
+        };
+        by_label.entry(label).or_default().push(i);
+    }
+    let Some(rarest) = by_label.values().map(Vec::len).min() else {
+        return Ok(0);
+    };
+    let mut rng = Rng::new(options.seed ^ 0xB41A_4CE5_0F1A_BE15);
+    let mut out = HashSet::new();
+    for members in by_label.values_mut() {
+        rng.shuffle(members);
+        out.extend(members.drain(rarest..));
+    }
+    *examples = std::mem::take(examples)
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| !out.contains(i))
+        .map(|(_, e)| e)
+        .collect();
+    Ok(out.len())
 }
 
 impl RaftSet {

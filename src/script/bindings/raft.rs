@@ -147,7 +147,7 @@ pub(super) fn register(r: &mut Registry) {
     bind!(
         r,
         "raft_examples",
-        "raft_examples(data: Dataset, options: #{retriever, reranker, evidence, corpus_jsonl, teacher, k, distractors, skip, oracle_p, removed_oracle, max_sentences, dev_share, only_queries, exclude_queries, …}) -> Raft",
+        "raft_examples(data: Dataset, options: #{retriever, reranker, evidence, corpus_jsonl, teacher, k, distractors, skip, oracle_p, removed_oracle, max_sentences, dev_share, balance_labels, only_queries, exclude_queries, …}) -> Raft",
         "RAFT examples from a dataset's judged questions: the relevant document is the oracle, `k` (3) distractors \
          are the `retriever`'s top-ranked non-positives (`distractors`: \"retrieved\", \"random\" or \"mix\"; reordered \
          by `reranker` if given; `skip` passes over the first), the oracle kept in `oracle_p` (0.8) of examples. \

@@ -82,6 +82,8 @@ pub struct SftSet {
     /// Examples cut at `max_length`, and examples dropped for having no label left.
     pub truncated: usize,
     pub dropped: usize,
+    /// Kept examples whose answer lost its end (where a final answer sits) to `max_length`.
+    pub answers_cut: usize,
     /// Where the data came from (file name, or "frame").
     pub origin: String,
 }
@@ -160,7 +162,7 @@ impl SftSet {
             );
         };
         let tok = Tokenizing { llm };
-        let (mut examples, mut truncated, mut dropped) = (vec![], 0, 0);
+        let (mut examples, mut truncated, mut dropped, mut answers_cut) = (vec![], 0, 0, 0);
         for (line, rec) in &records {
             let at = || format!("{origin}:{line}");
             let mut ex = match format {
@@ -182,7 +184,9 @@ impl SftSet {
             if !options.completion_only {
                 ex.labels.iter_mut().for_each(|l| *l = true);
             }
+            let mut cut = false;
             if ex.ids.len() > options.max_length {
+                cut = ex.labels[options.max_length..].iter().any(|&l| l);
                 ex.ids.truncate(options.max_length);
                 ex.labels.truncate(options.max_length);
                 truncated += 1;
@@ -191,6 +195,7 @@ impl SftSet {
                 dropped += 1;
                 continue;
             }
+            answers_cut += cut as usize;
             examples.push(ex);
         }
         if examples.is_empty() {
@@ -199,6 +204,15 @@ impl SftSet {
         if dropped > 0 {
             eprintln!(
                 "note: {origin}: {dropped} of {} examples had no answer token within max_length {} and were left out",
+                records.len(),
+                options.max_length
+            );
+        }
+        if answers_cut > 0 {
+            // A final answer sits at the end: these rows train on the reasoning without it.
+            eprintln!(
+                "note: {origin}: {} of {} examples lost the end of their answer to max_length {}; raise it to train on their final answers",
+                answers_cut,
                 records.len(),
                 options.max_length
             );
@@ -215,6 +229,7 @@ impl SftSet {
             options: options.clone(),
             truncated,
             dropped,
+            answers_cut,
             origin: origin.to_string(),
         })
     }
