@@ -69,6 +69,11 @@ pub struct GroundedMetrics {
     pub majority_label: Option<String>,
     pub majority_accuracy: Option<f64>,
     pub majority_macro_f1: Option<f64>,
+    /// The macro-F1 answers with the same label counts score when independent of the gold labels
+    /// (expected true positives gold × predicted / n): what guessing at the model's own label
+    /// shares earns. A model that says the minority label at random beats the majority's
+    /// macro-F1 but not this.
+    pub chance_macro_f1: Option<f64>,
     pub forced_choice_accuracy: Option<f64>,
     /// Over examples with a free-text gold answer.
     pub exact_match: Option<f64>,
@@ -191,6 +196,21 @@ fn mean(values: &[f64]) -> Option<f64> {
     (!values.is_empty()).then(|| values.iter().sum::<f64>() / values.len() as f64)
 }
 
+/// The expected macro-F1 of `pairs`' predictions shuffled against their gold labels (the same
+/// classes left out as by [`classification`]).
+fn chance_macro_f1(pairs: &[(String, Option<String>)], labels: &[String]) -> f64 {
+    let n = pairs.len().max(1) as f64;
+    let f1s: Vec<f64> = labels
+        .iter()
+        .filter_map(|l| {
+            let gold = pairs.iter().filter(|(g, _)| g == l).count() as f64;
+            let predicted = pairs.iter().filter(|(_, p)| p.as_ref() == Some(l)).count() as f64;
+            (gold + predicted > 0.0).then(|| 2.0 * (gold * predicted / n) / (gold + predicted))
+        })
+        .collect();
+    mean(&f1s).unwrap_or(0.0)
+}
+
 /// Accuracy and macro-F1 of predictions against gold labels over `labels` (classes that never
 /// occur in gold nor prediction are left out of the macro average); per-class recall.
 fn classification(
@@ -273,6 +293,7 @@ pub fn score(items: &[GroundedItem], labels: &[String]) -> GroundedMetrics {
         m.majority_label = Some(majority);
         m.majority_accuracy = Some(macc);
         m.majority_macro_f1 = Some(mf1);
+        m.chance_macro_f1 = Some(chance_macro_f1(&pairs, labels));
         let forced: Vec<f64> = labelled
             .iter()
             .filter_map(|(k, g)| {
@@ -486,6 +507,7 @@ impl GroundedReport {
             serde_json::json!({
                 "verdict_accuracy": m.verdict_accuracy,
                 "macro_f1": m.macro_f1,
+                "chance_macro_f1": m.chance_macro_f1,
                 "forced_choice_accuracy": m.forced_choice_accuracy,
                 "quote_faithfulness": m.quote_faithfulness,
                 "citation_recall": m.citation_recall,
@@ -572,6 +594,7 @@ fn metric_rows(m: &GroundedMetrics) -> Vec<(&'static str, Option<f64>)> {
         ("verdict_accuracy", m.verdict_accuracy),
         ("macro_f1", m.macro_f1),
         ("majority_macro_f1", m.majority_macro_f1),
+        ("chance_macro_f1", m.chance_macro_f1),
         ("forced_choice_accuracy", m.forced_choice_accuracy),
         ("format_adherence", Some(m.format_adherence)),
         ("quote_faithfulness", Some(m.quote_faithfulness)),
@@ -625,6 +648,20 @@ mod tests {
         assert_eq!(m.majority_label.as_deref(), Some("SUPPORT"));
         assert_eq!(m.majority_accuracy, Some(0.75));
         assert!((m.majority_macro_f1.unwrap() - 3.0 / 7.0).abs() < 1e-12);
+        // The same label counts at random: SUPPORT 2·(3·1/4)/(3+1) = 3/8, CONTRADICT
+        // 2·(1·2/4)/(1+2) = 1/3.
+        let chance = (3.0 / 8.0 + 1.0 / 3.0) / 2.0;
+        assert!((m.chance_macro_f1.unwrap() - chance).abs() < 1e-12);
+        // Always SUPPORT is its own chance level.
+        let always: Vec<GroundedItem> = items
+            .iter()
+            .map(|i| GroundedItem {
+                output: "##Answer: SUPPORT".into(),
+                ..i.clone()
+            })
+            .collect();
+        let a = score(&always, &labels());
+        assert!((a.chance_macro_f1.unwrap() - a.macro_f1.unwrap()).abs() < 1e-12);
         assert_eq!(m.accuracy_oracle_present, Some(0.5));
         assert_eq!(m.accuracy_oracle_removed, Some(0.5));
         assert_eq!(m.forced_choice_accuracy, None);
