@@ -99,7 +99,7 @@ impl SpanChecker<'_> {
     }
 
     fn long_enough(&self, span: &str) -> bool {
-        span.split_whitespace().count() >= self.spans.min_words
+        word_count(span) >= self.spans.min_words
     }
 
     fn copies(&self, span: &str) -> bool {
@@ -112,6 +112,12 @@ impl SpanChecker<'_> {
 /// (`raft::quotes` checks quotes with it too).
 pub fn normalize_space(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Words as quotes are counted (`min_words` here, the evaluation's shortest quote in
+/// `raft::quotes`).
+pub fn word_count(text: &str) -> usize {
+    text.split_whitespace().count()
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ pub fn copy_constraint(documents: Vec<String>) -> crate::llm::constrain::CopySpa
 
 /// Whitespace runs collapsed to one space, ends trimmed (the decoder's copy constraint compares
 /// the same way).
-pub use crate::llm::constrain::normalize_space;
+pub use crate::llm::constrain::{normalize_space, word_count};
 
 /// Every quoted span of `answer`, in order (an opening marker without its close is ignored).
 pub fn quotes(answer: &str) -> Vec<String> {
@@ -94,10 +94,6 @@ impl QuoteCheck {
     pub fn is_valid(&self) -> bool {
         self.invented.is_empty() && self.has_answer
     }
-}
-
-pub fn word_count(text: &str) -> usize {
-    text.split_whitespace().count()
 }
 
 #[cfg(test)]
