@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Local decoding speed of SmolLM2-135M-Instruct (Q4_1 GGUF from the seeded hub cache): prompt
 # processing and generation tokens/s, ragtune at batch 1 and batch 8, side by side with
-# llama.cpp (llama-cpp-python) on the same file and thread count.
+# llama.cpp (llama-cpp-python) on the same file and thread count; then a batch of RAG-length
+# prompts with ragtune's CPU attention kernels and with candle's composed ops.
 #
 #   LLAMA_PYTHON=/path/to/venv/bin/python bash scripts/bench-llm.sh   (venv with llama-cpp-python)
 set -euo pipefail
@@ -24,6 +25,29 @@ for batch in 1 8; do
   CANDLE_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS "$BIN" generate --prompts "$file" --max-batch "$batch" \
     --max-tokens "$GEN" --stats 2>&1 >/dev/null | sed "s/^/batch $batch: /"
 done
+
+# A RAG answer's shape: 16 prompts of five apiary passages and a question (about 360 tokens),
+# 128 new tokens, decoded as one batch; ragtune's CPU attention kernels against candle's composed
+# ops (RAGTUNE_KERNELS=portable), which must write the same text.
+python3 - "$tmp/rag16.txt" <<'PY'
+import json, sys
+docs = [json.loads(l)["text"] for l in open("recipes/data/apiary/corpus.jsonl")]
+queries = [json.loads(l)["text"] for l in open("recipes/data/apiary/queries.jsonl")]
+with open(sys.argv[1], "w") as out:
+    for i in range(16):
+        context = " ".join(f"Document {n + 1}: {t}" for n, t in enumerate(docs[5 * i:5 * i + 5]))
+        prompt = (f"{context} Question: {queries[i]} Answer the question from the documents above, "
+                  "quoting the sentences you rely on between ##begin_quote## and ##end_quote##; "
+                  "then give the final answer after ##Answer:.")
+        print(prompt.replace("\n", " "), file=out)
+PY
+echo "== ragtune, batch 16 over RAG-length prompts, 128 new tokens"
+for kernels in native portable; do
+  RAGTUNE_KERNELS=$kernels CANDLE_NUM_THREADS=$THREADS RAYON_NUM_THREADS=$THREADS "$BIN" generate \
+    --prompts "$tmp/rag16.txt" --max-batch 16 --max-tokens 128 --stats 2>&1 >"$tmp/$kernels.out" \
+    | sed "s/^/$kernels: /"
+done
+cmp -s "$tmp/native.out" "$tmp/portable.out" && echo "same text both ways" || echo "THE TEXTS DIFFER"
 
 if [ -n "${LLAMA_PYTHON:-}" ]; then
   echo "== llama.cpp (llama-cpp-python, n_threads=$THREADS), batch 1"

@@ -454,6 +454,45 @@ fn gguf_tokenizer_matches_llama_cpp_and_smollm2_answers() {
 }
 
 #[test]
+fn decoding_ends_with_the_line_of_a_marker() {
+    if common::skip_unless(
+        common::smollm2_seeded(),
+        "SmolLM2-135M-Instruct GGUF (scripts/seed-models.sh)",
+    ) {
+        return;
+    }
+    let model = LocalLlm::load(common::SMOLLM2, &LocalOptions::default()).unwrap();
+    let ask = |params: GenerationParams| {
+        model
+            .chat(&ChatRequest::new(
+                vec![Message::user("Name three fruits, one per line.")],
+                params,
+            ))
+            .unwrap()
+    };
+    let full = ask(greedy(40));
+    // The marker: the first line's first word; its line ends where decoding should.
+    let first = full.text.trim_start();
+    let marker = first.split_whitespace().next().unwrap().to_string();
+    let line_end = full.text.find(&marker).unwrap() + first.find('\n').expect("several lines");
+    assert!(
+        full.text[line_end..].trim().len() > 3,
+        "the free answer goes on after its first line: {full:?}"
+    );
+    let cut = ask(GenerationParams {
+        end_line_after: vec![marker.clone()],
+        ..greedy(40)
+    });
+    assert_eq!(cut.text, full.text[..line_end], "marker {marker:?}");
+    assert_eq!(cut.finish_reason, FinishReason::Stop);
+    assert!(cut.completion_tokens < full.completion_tokens);
+    assert_eq!(
+        ragtune::llm::marked_line_end(&full.text, &[marker]),
+        Some(line_end)
+    );
+}
+
+#[test]
 fn the_api_key_never_reaches_errors() {
     let server = serve(
         Arc::new(tiny()),

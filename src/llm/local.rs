@@ -605,6 +605,11 @@ impl<'a> Row<'a> {
             self.reason = Some(FinishReason::Stop);
             return Ok(false);
         }
+        if let Some(end) = super::marked_line_end(&self.text, &self.params.end_line_after) {
+            self.text.truncate(end);
+            self.reason = Some(FinishReason::Stop);
+            return Ok(false);
+        }
         if self.generated.len() >= self.params.max_tokens || cache_full {
             self.reason = Some(FinishReason::Length);
             return Ok(false);

@@ -59,6 +59,11 @@ pub struct GenerationParams {
     pub seed: u64,
     /// Generation ends before the first occurrence of any of these strings.
     pub stop: Vec<String>,
+    /// Generation ends with the line that holds the first of these markers ([`marked_line_end`]:
+    /// a final answer's line, when nothing after it is read). Local models stop decoding there;
+    /// other clients leave the cut to the caller.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub end_line_after: Vec<String>,
     /// Spans between two markers may only copy a passage of a source text ([`constrain`];
     /// local models only).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -73,9 +78,25 @@ impl Default for GenerationParams {
             top_p: 1.0,
             seed: 0,
             stop: Vec::new(),
+            end_line_after: Vec::new(),
             copy_spans: None,
         }
     }
+}
+
+/// Where the line holding the first of `markers` in `text` ends (the newline's offset), once a
+/// non-blank character has followed the marker and the line is complete; blank space right after
+/// the marker (the answer on the next line) does not end it.
+pub fn marked_line_end<S: AsRef<str>>(text: &str, markers: &[S]) -> Option<usize> {
+    let at = markers
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|m| !m.is_empty())
+        .filter_map(|m| text.find(m).map(|i| i + m.len()))
+        .min()?;
+    let rest = &text[at..];
+    let body = rest.len() - rest.trim_start().len();
+    rest[body..].find('\n').map(|e| at + body + e)
 }
 
 impl GenerationParams {
@@ -175,4 +196,29 @@ pub fn open_chat_model(
         Some(dir) => Arc::new(CachedChat::open(model, dir)?),
         None => model,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::marked_line_end;
+
+    #[test]
+    fn the_marked_line_ends_at_its_newline() {
+        let m = ["##Answer:", "<ANSWER>:"];
+        let text = "Reason.\n##Answer: yes\nmore ##Answer: no\n";
+        assert_eq!(marked_line_end(text, &m), Some(21));
+        assert_eq!(&text[..21], "Reason.\n##Answer: yes");
+        // The answer on the next line: blank space after the marker does not end it.
+        let next = "##Answer:\n  no\nrest";
+        assert_eq!(marked_line_end(next, &m), Some(14));
+        // The first marker in the text wins, whichever it is; an open line is not ended.
+        assert_eq!(
+            marked_line_end("a <ANSWER>: b\n##Answer: c\n", &m),
+            Some(13)
+        );
+        assert_eq!(marked_line_end("##Answer: still going", &m), None);
+        assert_eq!(marked_line_end("##Answer:\n\n", &m), None);
+        assert_eq!(marked_line_end("no marker\n", &m), None);
+        assert_eq!(marked_line_end("empty markers\n", &[""]), None);
+    }
 }

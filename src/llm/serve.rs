@@ -307,7 +307,7 @@ fn parse_request(text: &str) -> Result<(ChatRequest, String)> {
         top_p: v["top_p"].as_f64().unwrap_or(1.0),
         seed: v["seed"].as_u64().unwrap_or(0),
         stop,
-        copy_spans: None,
+        ..defaults
     };
     params.validate()?;
     let model = v["model"].as_str().unwrap_or_default().to_string();

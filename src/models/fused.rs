@@ -12,7 +12,7 @@ use candle_core::{CpuStorage, Result, Storage, Tensor};
 use rayon::prelude::*;
 
 /// Runs `f` on the contiguous f32 CPU data of `t`.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let (storage, layout) = t.storage_and_layout();
     let Storage::Cpu(CpuStorage::F32(data)) = &*storage else {
         candle_core::bail!(
@@ -51,6 +51,21 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: &Tensor) -> Result<Tensor> {
     })?;
     // SAFETY: `out` holds rows × out_dim initialised values.
     unsafe { product(x, w, out.as_mut_ptr(), rows, inner, out_dim, true)? };
+    Tensor::from_vec(out, (rows, out_dim), x.device())
+}
+
+/// `x · wᵀ` for `x`: `[rows, in]`, `w`: `[out, in]` (a bias-free linear layer).
+pub fn matmul_xwt(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (rows, inner) = x.dims2()?;
+    let (out_dim, w_inner) = w.dims2()?;
+    if inner != w_inner {
+        candle_core::bail!(
+            "fused product: x {:?}, w {:?} do not fit",
+            x.dims(),
+            w.dims()
+        );
+    }
+    let out = uninit_product(x, w, rows, inner, out_dim)?;
     Tensor::from_vec(out, (rows, out_dim), x.device())
 }
 
@@ -158,6 +173,8 @@ macro_rules! simd_kernel {
         }
     };
 }
+
+pub(crate) use simd_kernel;
 
 simd_kernel!(
     /// `gelu_erf(v + bias)` in place on each row of `rows`.
@@ -274,11 +291,39 @@ unsafe fn product(
     };
     with_f32(&x.contiguous()?, |xs| {
         with_f32(&w.contiguous()?, |ws| {
-            // BLIS is faster on these shapes single-threaded; a split product stays with gemm.
-            if matches!(parallelism, gemm::Parallelism::None)
-                && super::blas::sgemm_xwt(xs, ws, out, rows, inner, out_dim, accumulate)
-            {
-                return Ok(());
+            // BLIS is faster on these shapes single-threaded, so a product split across threads
+            // gives each thread a block of rows of its own.
+            match parallelism {
+                gemm::Parallelism::None
+                    if super::blas::sgemm_xwt(xs, ws, out, rows, inner, out_dim, accumulate) =>
+                {
+                    return Ok(());
+                }
+                gemm::Parallelism::None => {}
+                _ if super::blas::available() => {
+                    let block = rows.div_ceil(threads);
+                    let out = out as usize;
+                    let done = (0..rows.div_ceil(block)).into_par_iter().all(|i| {
+                        let (from, to) = (i * block, ((i + 1) * block).min(rows));
+                        // SAFETY: each block writes its own rows of `out`.
+                        unsafe {
+                            super::blas::sgemm_xwt(
+                                &xs[from * inner..to * inner],
+                                ws,
+                                (out as *mut f32).add(from * out_dim),
+                                to - from,
+                                inner,
+                                out_dim,
+                                accumulate,
+                            )
+                        }
+                    });
+                    // Every block fails alike (no BLAS, or dimensions beyond its `int`).
+                    if done {
+                        return Ok(());
+                    }
+                }
+                _ => {}
             }
             // SAFETY: out is [rows, out_dim], xs [rows, inner], ws [out_dim, inner], all
             // contiguous; gemm reads `out` only when accumulating.
@@ -502,6 +547,15 @@ mod tests {
             &reference_norm(&r, &g, &s, 1e-12),
         );
         assert!(diff < 1e-4, "layer norm differs by {diff}");
+        // 301 × 24 × 40 products split across threads (row blocks of BLIS where it is loaded),
+        // one block shorter than the others.
+        let odd = Tensor::randn(0f32, 1., (301, 40), &dev).unwrap();
+        let diff = max_diff(
+            &matmul_xwt(&odd, &w).unwrap(),
+            &odd.matmul(&w.t().unwrap()).unwrap(),
+        );
+        assert!(diff < 1e-4, "fused product differs by {diff}");
+        assert!(matmul_xwt(&odd, &w.t().unwrap()).is_err());
         assert!(linear(&x, &w.t().unwrap(), &b).is_err());
         assert!(linear_residual_norm(&x, &w, &b, &x, &norm).is_err());
     }

@@ -413,7 +413,7 @@ impl Llama {
             .reshape((b, s, self.cfg.hidden))?;
         for (block, (kc, vc)) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, self.cfg.rms_eps as f32)?;
-            let attn = self.attention(block, &h, &cos, &sin, &mask, kc, vc, start, decoding)?;
+            let attn = self.attention(block, &h, &cos, &sin, &mask, kc, vc, start, pads)?;
             x = (x + attn)?;
             let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, self.cfg.rms_eps as f32)?;
             let gated = (candle_nn::ops::silu(&block.gate().forward(&h, decoding)?)?
@@ -479,9 +479,10 @@ impl Llama {
         k_cache: &mut Tensor,
         v_cache: &mut Tensor,
         start: usize,
-        decoding: bool,
+        pads: &[usize],
     ) -> Result<Tensor> {
         let (b, s, _) = x.dims3()?;
+        let decoding = s == 1;
         let (heads, kv_heads, hd) = (self.cfg.heads, self.cfg.kv_heads, self.cfg.head_dim());
         let groups = heads / kv_heads;
         let split = |t: Tensor, n: usize| -> Result<Tensor> {
@@ -504,6 +505,30 @@ impl Llama {
         k_cache.slice_set(&k, 2, start)?;
         v_cache.slice_set(&v, 2, start)?;
         let total = start + s;
+        if start == 0 && !decoding && super::train_attention::supported(&q) {
+            // A prompt from an empty cache: the training kernel's causal attention, with each
+            // row's left padding a segment of its own that the prompt never attends to.
+            let segments: Vec<Vec<usize>> = pads
+                .iter()
+                .take(b)
+                .map(|&p| if p == 0 { vec![s] } else { vec![p, s - p] })
+                .collect();
+            let merge = |t: &Tensor, n: usize| t.transpose(1, 2)?.reshape((b, s, n * hd));
+            let qkv = Tensor::cat(
+                &[
+                    merge(&q, heads)?,
+                    merge(&k, kv_heads)?,
+                    merge(&v, kv_heads)?,
+                ],
+                2,
+            )?;
+            let out = super::train_attention::causal_attention(&qkv, &segments, heads, kv_heads)?;
+            return block.o().forward(&out, decoding);
+        }
+        if decoding && super::cached_attention::applies(&q) {
+            let out = super::cached_attention::attention(&q, k_cache, v_cache, total, pads)?;
+            return block.o().forward(&out, decoding);
+        }
         let keys = k_cache.narrow(2, 0, total)?;
         let values = v_cache.narrow(2, 0, total)?;
         // Grouped-query attention without copying keys: the query heads sharing a key head are
@@ -884,5 +909,59 @@ mod tests {
         assert!(max_diff(&rows(&h.i((0, 0..4, ..)).unwrap()), &rows(&ha)) < 1e-5);
         assert!(max_diff(&rows(&h.i((0, 4..7, ..)).unwrap()), &rows(&hb)) < 1e-5);
         assert!(max_diff(&rows(&h.i((1, 0..3, ..)).unwrap()), &rows(&hb)) < 1e-5);
+    }
+
+    /// Logits of every step: a left-padded prompt batch, then decoding steps of fixed tokens,
+    /// the middle row leaving the batch after two steps, then two new positions at once.
+    fn decode_logits(m: &Llama) -> Vec<Vec<f32>> {
+        let dev = Device::Cpu;
+        let prompts: [&[u32]; 3] = [&[3, 17, 5, 44, 9, 21, 2], &[8, 30, 12, 6, 1], &[40, 2, 11]];
+        let width = 7;
+        let mut pads: Vec<usize> = prompts.iter().map(|p| width - p.len()).collect();
+        let ids: Vec<u32> = prompts
+            .iter()
+            .flat_map(|p| std::iter::repeat_n(0, width - p.len()).chain(p.iter().copied()))
+            .collect();
+        let mut cache = m.new_cache(3, 20).unwrap();
+        let flat = |t: Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let tokens = Tensor::from_vec(ids, (3, width), &dev).unwrap();
+        let mut out = vec![flat(m.forward(&tokens, &pads, &mut cache).unwrap())];
+        let mut rows = 3;
+        for step in 0..5u32 {
+            if step == 2 {
+                cache
+                    .retain_rows(&Tensor::new(&[0u32, 2], &dev).unwrap())
+                    .unwrap();
+                pads = vec![pads[0], pads[2]];
+                rows = 2;
+            }
+            let next: Vec<u32> = (0..rows as u32)
+                .map(|r| (7 * step + 3 * r + 1) % 50)
+                .collect();
+            let t = Tensor::from_vec(next, (rows, 1), &dev).unwrap();
+            out.push(flat(m.forward(&t, &pads, &mut cache).unwrap()));
+        }
+        let t = Tensor::new(&[[5u32, 9], [12, 4]], &dev).unwrap();
+        out.push(flat(m.forward_tail(&t, &pads, &mut cache, 2).unwrap()));
+        out
+    }
+
+    #[test]
+    fn cpu_kernels_decode_what_the_composed_ops_decode() {
+        use super::super::kernels::{with, Kernels};
+        for interleaved in [false, true] {
+            let m = random_model(interleaved, 11);
+            let native = with(Kernels::Native, || decode_logits(&m));
+            let portable = with(Kernels::Portable, || decode_logits(&m));
+            assert_eq!(native.len(), portable.len());
+            for (step, (a, b)) in native.iter().zip(&portable).enumerate() {
+                assert_eq!(a.len(), b.len());
+                assert!(a.iter().all(|v| v.is_finite()), "step {step}");
+                let d = max_diff(a, b);
+                assert!(d < 1e-5, "interleaved {interleaved}, step {step}: {d}");
+            }
+            // The batch really decodes: logits move from step to step.
+            assert!(max_diff(&native[1][..50], &native[2][..50]) > 1e-3);
+        }
     }
 }

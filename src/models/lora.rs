@@ -380,6 +380,9 @@ impl LoraLinear {
         let n = x2.dim(0)?;
         let y = match (&self.q8, &self.base) {
             (Some(q), _) if decoding && n <= Q8_MAX_ROWS => q.forward(&x2)?,
+            (_, BaseWeight::Dense(w)) if super::kernels::applies(&x2, &[DType::F32]) => {
+                super::fused::matmul_xwt(&x2, w)?
+            }
             (_, BaseWeight::Dense(w)) => x2.matmul(&w.t()?)?,
             (_, BaseWeight::Quantized(_)) => x2.matmul(&self.base.dense()?.t()?)?,
         };

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod bert;
 pub mod blas;
+pub mod cached_attention;
 pub mod cross_encoder;
 pub mod device;
 pub mod dropout;

@@ -333,18 +333,7 @@ fn unique<'a>(ids: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
 /// The answer up to the end of the line holding its first final-answer marker (small tuned
 /// models may go on repeating themselves after it).
 pub fn cut_after_final_answer(text: &str) -> &str {
-    let Some(at) = quotes::ANSWER_MARKERS
-        .iter()
-        .filter_map(|m| text.find(m).map(|i| i + m.len()))
-        .min()
-    else {
-        return text;
-    };
-    // Skip blank space after the marker, then keep one line.
-    let rest = &text[at..];
-    let body = rest.len() - rest.trim_start().len();
-    let end = rest[body..].find('\n').map_or(rest.len(), |e| body + e);
-    &text[..at + end]
+    &text[..crate::llm::marked_line_end(text, &quotes::ANSWER_MARKERS).unwrap_or(text.len())]
 }
 
 /// Each quote of `answer` checked against the documents shown (rendered `shown[i]` came from
@@ -483,6 +472,8 @@ impl Rag {
                 Some(model) => {
                     let params = GenerationParams {
                         max_tokens: self.options.max_tokens,
+                        // Nothing after the final answer's line is kept.
+                        end_line_after: quotes::ANSWER_MARKERS.map(String::from).to_vec(),
                         ..Default::default()
                     };
                     let requests: Vec<ChatRequest> = batch
