@@ -56,15 +56,7 @@ pub fn linear(x: &Tensor, w: &Tensor, bias: &Tensor) -> Result<Tensor> {
 
 /// `x · wᵀ` for `x`: `[rows, in]`, `w`: `[out, in]` (a bias-free linear layer).
 pub fn matmul_xwt(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let (rows, inner) = x.dims2()?;
-    let (out_dim, w_inner) = w.dims2()?;
-    if inner != w_inner {
-        candle_core::bail!(
-            "fused product: x {:?}, w {:?} do not fit",
-            x.dims(),
-            w.dims()
-        );
-    }
+    let (rows, inner, out_dim) = product_dims(x, w)?;
     let out = uninit_product(x, w, rows, inner, out_dim)?;
     Tensor::from_vec(out, (rows, out_dim), x.device())
 }
@@ -234,18 +226,32 @@ fn residual_norm_kernel(
 }
 
 /// Checks shapes for `x · wᵀ + bias` and returns `(rows, inner, out_dim)`.
-fn linear_dims(x: &Tensor, w: &Tensor, bias: &Tensor) -> Result<(usize, usize, usize)> {
+/// `(rows, inner, out_dim)` of `x · wᵀ`, or an error when they do not fit.
+fn product_dims(x: &Tensor, w: &Tensor) -> Result<(usize, usize, usize)> {
     let (rows, inner) = x.dims2()?;
     let (out_dim, w_inner) = w.dims2()?;
-    if inner != w_inner || bias.dims1()? != out_dim {
+    if inner != w_inner {
         candle_core::bail!(
-            "fused linear: x {:?}, w {:?}, bias {:?} do not fit",
+            "fused product: x {:?}, w {:?} do not fit",
             x.dims(),
-            w.dims(),
-            bias.dims()
+            w.dims()
         );
     }
     Ok((rows, inner, out_dim))
+}
+
+fn linear_dims(x: &Tensor, w: &Tensor, bias: &Tensor) -> Result<(usize, usize, usize)> {
+    product_dims(x, w)
+        .ok()
+        .filter(|&(_, _, out_dim)| bias.dims1().ok() == Some(out_dim))
+        .ok_or_else(|| {
+            candle_core::Error::Msg(format!(
+                "fused linear: x {:?}, w {:?}, bias {:?} do not fit",
+                x.dims(),
+                w.dims(),
+                bias.dims()
+            ))
+        })
 }
 
 /// `x · wᵀ` into a fresh buffer that is never zero-filled: the product writes every element.
