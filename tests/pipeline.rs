@@ -183,6 +183,24 @@ fn killed_run_resumes_its_stage_and_a_changed_setting_reruns_only_what_follows()
         ])
     );
 
+    // The diagnosis reads the evaluation stage's scores of the tuned pipeline: its recall@20 is
+    // the comparison's tuned figure, over the run's 60 documents.
+    let d = run(&["diagnose", "--pipeline", out.to_str().unwrap(), "--json"]);
+    let tuned = |metric: &str| {
+        changed["comparison"]["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["stage"] == "retrieval" && r["metric"] == metric)
+            .unwrap()["tuned"]
+            .as_f64()
+            .unwrap()
+    };
+    let recall = d["figures"]["recall_at_k"].as_f64().unwrap();
+    assert!((recall - tuned("recall@20")).abs() < 1e-12, "{recall}");
+    assert_eq!(d["figures"]["documents"], 60);
+    assert_eq!(d["figures"]["faithfulness"], Value::Null, "no answers");
+
     // The query engine answers from the pipeline's index (retrieval only here).
     let answer = run(&[
         "ask",

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde_json::Value;
 
-use ragtune::pipeline::diagnose::{diagnose, DiagnoseThresholds};
+use ragtune::pipeline::diagnose::{diagnose, diagnose_run, DiagnoseThresholds, Diagnosis};
 use ragtune::pipeline::evaluate::read_questions;
 use ragtune::pipeline::rag::{Rag, RagOptions};
 use ragtune::pipeline::{run_pipeline, PipelineConfig};
@@ -209,7 +209,8 @@ pub fn ask(args: AskArgs) -> Result<()> {
 /// Measure a pipeline on your questions and say which stage to tune, with the figures behind it.
 #[derive(Args)]
 pub struct DiagnoseArgs {
-    /// A pipeline folder (its tuned parts are measured) …
+    /// A pipeline folder: its tuned parts measured on `--eval`, or without it, the scores its
+    /// evaluation stage saved …
     #[arg(long, conflicts_with = "docs")]
     pipeline: Option<PathBuf>,
     /// … or documents, chunked as the pipeline chunks them, with the parts below.
@@ -221,23 +222,24 @@ pub struct DiagnoseArgs {
     #[arg(long)]
     reranker: Option<String>,
     /// The generator (local:<model> or openai:<model>); without it, answers are not checked.
-    #[arg(long)]
+    #[arg(long, requires = "eval")]
     llm: Option<String>,
     /// API root of an openai: model.
     #[arg(long)]
     base_url: Option<String>,
     /// Evaluation questions: JSONL (question, doc_ids, optional answer) or a BEIR folder.
-    #[arg(long)]
-    eval: PathBuf,
-    #[arg(long)]
+    /// Without it, `--pipeline`'s run is diagnosed from the scores its evaluation stage saved.
+    #[arg(long, required_unless_present = "pipeline")]
+    eval: Option<PathBuf>,
+    #[arg(long, requires = "eval")]
     eval_split: Option<String>,
-    #[arg(long)]
+    #[arg(long, requires = "eval")]
     eval_limit: Option<usize>,
     /// Labelled (question, document) pairs you have for training.
     #[arg(long, default_value_t = 0)]
     labelled_pairs: usize,
     /// Measure retrieval only, even if the pipeline has a generator.
-    #[arg(long)]
+    #[arg(long, requires = "eval")]
     no_answers: bool,
     /// A threshold, e.g. `--set min_recall=0.9` (see `diagnose --json` for all).
     #[arg(long = "set", value_name = "NAME=VALUE")]
@@ -253,6 +255,21 @@ pub fn run_diagnose(args: DiagnoseArgs) -> Result<()> {
     }
     let thresholds: DiagnoseThresholds =
         serde_json::from_value(thresholds).context("invalid thresholds")?;
+    let print = |diagnosis: Diagnosis| -> Result<()> {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&diagnosis)?);
+        } else {
+            print!("{}", diagnosis.to_text());
+        }
+        Ok(())
+    };
+    let Some(eval) = &args.eval else {
+        let dir = args
+            .pipeline
+            .as_deref()
+            .context("--eval is needed with --docs")?;
+        return print(diagnose_run(dir, args.labelled_pairs, &thresholds)?.0);
+    };
     let rag = match (&args.pipeline, &args.docs) {
         (Some(dir), _) => {
             let generator = match &args.llm {
@@ -282,17 +299,11 @@ pub fn run_diagnose(args: DiagnoseArgs) -> Result<()> {
         }
         (None, None) => bail!("give --pipeline DIR, or --docs with the parts to measure"),
     };
-    let mut questions = read_questions(&args.eval, args.eval_split.as_deref())?;
+    let mut questions = read_questions(eval, args.eval_split.as_deref())?;
     if let Some(n) = args.eval_limit {
         questions.truncate(n);
     }
-    let (diagnosis, _) = diagnose(&rag, &questions, args.labelled_pairs, &thresholds)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&diagnosis)?);
-    } else {
-        print!("{}", diagnosis.to_text());
-    }
-    Ok(())
+    print(diagnose(&rag, &questions, args.labelled_pairs, &thresholds)?.0)
 }
 
 fn open_llm(

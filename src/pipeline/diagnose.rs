@@ -14,6 +14,9 @@
 //!    quote faithfulness below `min_faithfulness` — RAFT-tune the generator.
 //! 5. Otherwise every check passes.
 
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::evaluate::QuestionScores;
@@ -283,9 +286,58 @@ pub fn diagnose(
     questions: &[super::evaluate::EvalQuestion],
     labelled_pairs: usize,
     thresholds: &DiagnoseThresholds,
-) -> anyhow::Result<(Diagnosis, Vec<QuestionScores>)> {
+) -> Result<(Diagnosis, Vec<QuestionScores>)> {
     let (_, scores) = super::evaluate::run(rag, questions)?;
     let figures = Figures::from_scores(&scores, rag.documents(), labelled_pairs);
+    Ok((decide(&figures, thresholds), scores))
+}
+
+/// The tuned pipeline's answers that a run's evaluation stage saved.
+pub const TUNED_ANSWERS: &str = "eval/answers-tuned.jsonl";
+
+/// The diagnosis of the pipeline folder `output` from the scores its evaluation stage saved for
+/// the tuned pipeline ([`TUNED_ANSWERS`]): the questions are not answered a second time. Fails
+/// when the run has no finished evaluation stage.
+pub fn diagnose_run(
+    output: &Path,
+    labelled_pairs: usize,
+    thresholds: &DiagnoseThresholds,
+) -> Result<(Diagnosis, Vec<QuestionScores>)> {
+    let manifest = output.join("eval/manifest.json");
+    let finished = std::fs::read_to_string(&manifest)
+        .ok()
+        .and_then(|t| serde_json::from_str::<super::StageManifest>(&t).ok())
+        .is_some_and(|m| m.finished);
+    if !finished {
+        bail!(
+            "{} has no finished evaluation stage (run the pipeline with an evaluation set, or \
+             measure the query engine on questions: `ragtune diagnose --pipeline {} --eval …`)",
+            output.display(),
+            output.display()
+        );
+    }
+    let path = output.join(TUNED_ANSWERS);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    #[derive(Deserialize)]
+    struct Row {
+        scores: QuestionScores,
+    }
+    let scores = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str::<Row>(l)
+                .map(|r| r.scores)
+                .with_context(|| format!("{}:{}: not a scored answer", path.display(), i + 1))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if scores.is_empty() {
+        bail!("{}: no scored answers", path.display());
+    }
+    let documents = super::rag::RagConfig::read(output)?.documents(output)?;
+    let figures = Figures::from_scores(&scores, documents, labelled_pairs);
     Ok((decide(&figures, thresholds), scores))
 }
 
@@ -383,6 +435,101 @@ mod tests {
             decide(&good(), &strict).recommendation,
             Recommendation::TuneEmbeddings
         );
+    }
+
+    #[test]
+    fn a_run_is_diagnosed_from_its_saved_scores() {
+        use crate::pipeline::rag::{RagConfig, RagOptions};
+        use polars::prelude::*;
+
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        std::fs::create_dir_all(out.join("data")).unwrap();
+        std::fs::create_dir_all(out.join("eval")).unwrap();
+        let chunks = df!(
+            "chunk_id" => ["c1", "c2", "c3", "c4"],
+            "doc_id" => ["d1", "d1", "d2", "d3"],
+            "text" => ["a", "b", "c", "d"],
+        )
+        .unwrap();
+        crate::data::table::write_table(&chunks, &out.join("data/chunks.parquet")).unwrap();
+        RagConfig {
+            chunks: "data/chunks.parquet".into(),
+            embedder: "e".into(),
+            reranker: None,
+            llm: "local:m".into(),
+            base_url: None,
+            adapter: None,
+            options: RagOptions::default(),
+        }
+        .write(out)
+        .unwrap();
+        let manifest = |finished: bool| {
+            let m = crate::pipeline::StageManifest {
+                stage: "eval".into(),
+                key: "k".into(),
+                settings: serde_json::json!({}),
+                inputs: vec![],
+                version: "v".into(),
+                finished,
+                seconds: 1.0,
+                figures: serde_json::json!({}),
+            };
+            std::fs::write(
+                out.join("eval/manifest.json"),
+                serde_json::to_string(&m).unwrap(),
+            )
+            .unwrap();
+        };
+        let row = |r20: f64, r5: f64, faith: f64| {
+            let s = QuestionScores {
+                retrieval_recall20: r20,
+                reranked_recall5: r5,
+                faithfulness: Some(faith),
+                quotes: 1,
+                invented_quotes: (faith < 1.0) as usize,
+                ..Default::default()
+            };
+            serde_json::json!({"id": "q", "answer": "…", "scores": s}).to_string()
+        };
+        let answers = out.join(TUNED_ANSWERS);
+        std::fs::write(
+            &answers,
+            format!("{}\n{}\n", row(1.0, 1.0, 1.0), row(1.0, 0.0, 0.0)),
+        )
+        .unwrap();
+        let t = DiagnoseThresholds::default();
+
+        // An interrupted evaluation is not read.
+        manifest(false);
+        let err = diagnose_run(out, 0, &t).unwrap_err().to_string();
+        assert!(err.contains("no finished evaluation stage"), "{err}");
+
+        manifest(true);
+        let (d, scores) = diagnose_run(out, 0, &t).unwrap();
+        assert_eq!(scores.len(), 2);
+        assert_eq!(d.figures.documents, 3);
+        assert_eq!(d.figures.recall_at_k, 1.0);
+        assert_eq!(d.figures.recall_at_top, 0.5);
+        assert_eq!(d.figures.faithfulness, Some(0.5));
+        assert_eq!(d.recommendation, Recommendation::TooFewDocuments);
+        let small = DiagnoseThresholds {
+            min_documents: 3,
+            ..t.clone()
+        };
+        assert_eq!(
+            diagnose_run(out, 0, &small).unwrap().0.recommendation,
+            Recommendation::TuneReranker
+        );
+
+        // A damaged line is named.
+        std::fs::write(
+            &answers,
+            format!("{}\n{{\"scores\": 3}}\n", row(1.0, 1.0, 1.0)),
+        )
+        .unwrap();
+        let err = format!("{:#}", diagnose_run(out, 0, &t).unwrap_err());
+        assert!(err.contains("answers-tuned.jsonl:2"), "{err}");
     }
 
     #[test]

@@ -124,7 +124,7 @@ pub fn read_questions(path: &Path, split: Option<&str>) -> Result<Vec<EvalQuesti
 
 /// One question's figures at each stage (`None`: not measured, e.g. no generator or no gold
 /// answer).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct QuestionScores {
     pub retrieval_ndcg10: f64,
     pub retrieval_recall5: f64,

@@ -80,6 +80,14 @@ struct IndexMeta {
     seconds: f64,
 }
 
+/// Each chunk's document: the `doc_id` column, or the chunk's own id where there is none.
+fn document_ids(chunks: &DataFrame) -> Result<Vec<String>> {
+    match chunks.column("doc_id") {
+        Ok(_) => str_column(chunks, "doc_id"),
+        Err(_) => str_column(chunks, "chunk_id"),
+    }
+}
+
 impl ChunkIndex {
     /// Encodes the `text` column of `chunks` (with `chunk_id`; `doc_id` if present, else each
     /// chunk is its own document).
@@ -87,10 +95,7 @@ impl ChunkIndex {
         require_columns(chunks, &["chunk_id", "text"], "the chunk table")?;
         let chunk_ids = str_column(chunks, "chunk_id")?;
         let texts = str_column(chunks, "text")?;
-        let doc_ids = match chunks.column("doc_id") {
-            Ok(_) => str_column(chunks, "doc_id")?,
-            Err(_) => chunk_ids.clone(),
-        };
+        let doc_ids = document_ids(chunks)?;
         if texts.is_empty() {
             bail!("the chunk table is empty");
         }
@@ -585,6 +590,13 @@ impl RagConfig {
     pub fn write(&self, dir: &Path) -> Result<()> {
         std::fs::write(dir.join(Self::FILE), serde_json::to_string_pretty(self)?)?;
         Ok(())
+    }
+
+    /// Distinct documents in the chunk table of the pipeline folder `dir`.
+    pub fn documents(&self, dir: &Path) -> Result<usize> {
+        let chunks = read_table(&dir.join(&self.chunks))?;
+        let ids = document_ids(&chunks)?;
+        Ok(ids.iter().collect::<std::collections::HashSet<_>>().len())
     }
 
     /// `p` relative to `dir` unless absolute or a hub id.

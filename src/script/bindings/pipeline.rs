@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rhai::{Array, Dynamic, Map};
 
 use super::{fail, options, take_bool, take_string, Fallible, Registry};
-use crate::pipeline::diagnose::{diagnose, DiagnoseThresholds};
+use crate::pipeline::diagnose::{diagnose, diagnose_run, DiagnoseThresholds};
 use crate::pipeline::evaluate::{self, read_questions, EvalQuestion};
 use crate::pipeline::rag::Rag;
 use crate::pipeline::{run_pipeline, PipelineConfig};
@@ -207,14 +207,45 @@ pub(super) fn register(r: &mut Registry) {
         example: "diagnose(load_rag(\"runs/pipeline\"), \"recipes/data/apiary\", #{split: \"test\"})",
         |rag: RagEngine, path: &str, mut opts: Map| -> Fallible<Diagnosis> {
             let qs = questions(path, &mut opts)?;
-            let labelled = match opts.remove("labelled_pairs") {
-                None => 0,
-                Some(v) => v.as_int().map_err(|t| format!("labelled_pairs must be an integer, found {t}"))? as usize,
-            };
-            let thresholds: DiagnoseThresholds = options(opts, "diagnose thresholds")?;
+            let (labelled, thresholds) = decision_options(opts)?;
             diagnose(&rag.0, &qs, labelled, &thresholds)
                 .map(|(d, _)| Diagnosis(Arc::new(d)))
                 .map_err(fail)
         },
     );
+    bind!(
+        r,
+        "diagnose",
+        "run.diagnose(options: #{labelled_pairs, min_documents, min_recall, min_top_share, min_faithfulness, synthetic_below}) -> Diagnosis",
+        "The decision walked on the tuned pipeline's scores that the run's evaluation stage saved (no question is \
+         answered again); the run needs an evaluation stage.",
+        example: "run.diagnose(#{min_documents: 50})",
+        |p: &mut PipelineRun, opts: Map| run_diagnosis(p, opts),
+    );
+    bind!(
+        r,
+        "diagnose",
+        "run.diagnose() -> Diagnosis",
+        "As run.diagnose(options) with the default thresholds and no labelled pairs.",
+        |p: &mut PipelineRun| run_diagnosis(p, Map::new()),
+    );
+}
+
+fn run_diagnosis(p: &PipelineRun, opts: Map) -> Fallible<Diagnosis> {
+    let (labelled, thresholds) = decision_options(opts)?;
+    diagnose_run(&p.0.output, labelled, &thresholds)
+        .map(|(d, _)| Diagnosis(Arc::new(d)))
+        .map_err(fail)
+}
+
+/// `labelled_pairs` and the thresholds of the decision.
+fn decision_options(mut opts: Map) -> Fallible<(usize, DiagnoseThresholds)> {
+    let labelled = match opts.remove("labelled_pairs") {
+        None => 0,
+        Some(v) => v
+            .as_int()
+            .map_err(|t| format!("labelled_pairs must be an integer, found {t}"))?
+            .max(0) as usize,
+    };
+    Ok((labelled, options(opts, "diagnose thresholds")?))
 }
