@@ -598,6 +598,12 @@ fn reranker_commands_train_score_and_evaluate() {
     };
     let out = train(&["--loss-setting", "pos_weight=2"]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    // The data's record names split `test`, whose 2 queries are too few to hold out.
+    assert!(tmp.path().join("pairs.jsonl.source.json").is_file());
+    assert_stderr_says(
+        &out,
+        "too few to choose a fusion weight: training on every row",
+    );
     assert_stderr_says(
         &out,
         "(labeled-pair: columns anchor, positive, label) with BinaryCrossEntropyLoss at lr 1e-3",
@@ -988,4 +994,106 @@ fn eval_grounded_takes_the_base_side_from_an_earlier_run_with_the_same_settings(
     );
     assert!(!out.status.success());
     assert_stderr_says(&out, "base.jsonl: no answer for example c");
+}
+
+#[test]
+fn train_rerank_fuses_on_the_queries_its_data_was_mined_from() {
+    use ragtune::models::fusion::held_out;
+    let tmp = tempfile::tempdir().unwrap();
+    let model = common::write_tiny_model(&tmp.path().join("m"), 16);
+    // 120 queries, each with one document of its own: 1 in 10 of them is held out by id.
+    let beir = tmp.path().join("b");
+    std::fs::create_dir_all(beir.join("qrels")).unwrap();
+    let words = [
+        "queen", "brood", "honey", "wax", "comb", "mites", "hive", "bees",
+    ];
+    let (mut corpus, mut queries, mut qrels) = (
+        vec![],
+        vec![],
+        vec!["query-id\tcorpus-id\tscore".to_string()],
+    );
+    for i in 0..120 {
+        let (a, b) = (words[i % 8], words[(i / 8) % 8]);
+        corpus.push(format!(
+            r#"{{"_id": "d{i}", "text": "the {a} and the {b} of the hive"}}"#
+        ));
+        queries.push(format!(r#"{{"_id": "q{i}", "text": "{a} {b} {i}"}}"#));
+        qrels.push(format!("q{i}\td{i}\t1"));
+    }
+    std::fs::write(beir.join("corpus.jsonl"), corpus.join("\n")).unwrap();
+    std::fs::write(beir.join("queries.jsonl"), queries.join("\n")).unwrap();
+    std::fs::write(beir.join("qrels/train.tsv"), qrels.join("\n")).unwrap();
+    let held = (0..120).filter(|i| held_out(&format!("q{i}"), 10)).count();
+    assert!(held >= 10, "{held} held out");
+
+    let s = |p: &Path| p.to_str().unwrap().to_string();
+    let tuples = tmp.path().join("tuples.jsonl");
+    let out = ragtune(&[
+        "mine",
+        "--model",
+        &s(&model),
+        "--data",
+        &s(&beir),
+        "--beir-split",
+        "train",
+        "--num-negatives",
+        "2",
+        "--output-format",
+        "n-tuple",
+        "--output",
+        &s(&tuples),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let record: Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("tuples.jsonl.source.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(record["beir_split"], "train");
+    assert_eq!(record["rows"], 120);
+
+    // Only a model, the data and an output folder: the weight is chosen on the held-out queries,
+    // retrieved with the model the data was mined with.
+    let train = |output: &Path, extra: &[&str]| {
+        let (model, tuples, output) = (s(&model), s(&tuples), s(output));
+        let mut args = vec![
+            "train",
+            "rerank",
+            "--model",
+            &model,
+            "--data",
+            &tuples,
+            "--output",
+            &output,
+            "--max-steps",
+            "1",
+            "--batch-size",
+            "4",
+            "--fusion-top-k",
+            "5",
+        ];
+        args.extend_from_slice(extra);
+        let out = ragtune(&args);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        out
+    };
+    let fused = tmp.path().join("fused");
+    let out = train(&fused, &[]);
+    assert_stderr_says(&out, "was mined from split `train`");
+    assert_stderr_says(
+        &out,
+        &format!("{held} of 120 queries held out to choose the fusion weight; training rows left out as they ask one: {held}"),
+    );
+    let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(fused.join("fusion.json")).unwrap()).unwrap();
+    assert_eq!(saved, outcome["fusion"]);
+    assert!(saved["retriever_weight"].is_number());
+
+    // --no-fusion trains on every row and chooses nothing.
+    let plain = tmp.path().join("plain");
+    let out = train(&plain, &["--no-fusion"]);
+    let outcome: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(outcome["fusion"], Value::Null);
+    assert!(!plain.join("fusion.json").exists());
+    assert_stderr_says(&out, "on 120 rows");
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 use ragtune::data::{load_corpus_texts, write_table};
+use ragtune::mine::source::MinedFrom;
 use ragtune::mine::{mine_hard_negatives, MineOptions, OutputFormat, Sampling};
 use ragtune::models::{LoadOptions, SentenceEncoder};
 
@@ -95,6 +96,16 @@ pub fn run(a: MineArgs) -> Result<()> {
         .map(|c| c as &dyn ragtune::mine::Rescorer);
     let mined = mine_hard_negatives(&encoder, &pairs, corpus.as_deref(), &options, rescorer)?;
     write_table(&mined.frame, &a.output)?;
+    // Beside the data: what `train rerank` reads to hold out queries and fuse by default.
+    MinedFrom::new(
+        &a.model,
+        &a.data.data,
+        a.data.beir_split.as_deref(),
+        a.corpus.as_deref(),
+        mined.frame.height(),
+        &options,
+    )
+    .write(&a.output)?;
     if let Some(chart) = &a.chart {
         mined.chart().write_html(chart)?;
     }

@@ -8,6 +8,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use ragtune::data::load_beir;
 use ragtune::eval::{Candidates, RerankEvalOptions};
+use ragtune::mine::source::MinedFrom;
 use ragtune::models::{CrossEncoder, CrossEncoderOptions, LoadOptions, SentenceEncoder};
 use ragtune::train::rerank::{
     default_config, hold_out_for_fusion, RerankLossConfig, RerankSet, RerankTrainer,
@@ -198,9 +199,11 @@ pub struct RerankArgs {
     dev_beir: Option<PathBuf>,
     #[arg(long, default_value = "dev")]
     dev_split: String,
-    /// Retriever whose top-k of the dev corpus is reranked.
-    #[arg(long, default_value = "sentence-transformers/all-MiniLM-L6-v2")]
-    retriever: String,
+    /// Retriever whose top-k is reranked on dev and for the fusion weight (default: the model
+    /// the data was mined with, as `mine` records it in DATA.source.json; else
+    /// sentence-transformers/all-MiniLM-L6-v2).
+    #[arg(long)]
+    retriever: Option<String>,
     /// Candidates per dev query during training (a final top-100 is `eval rerank`'s job).
     #[arg(long, default_value_t = 20)]
     dev_top_k: usize,
@@ -208,10 +211,17 @@ pub struct RerankArgs {
     /// (saved as `fusion.json` in the output, which `eval rerank` then uses): one query in
     /// `--fusion-every` of `--fusion-split` is held out, and training rows asking those queries
     /// are left out. Use the split the training data was mined from, never the one you report.
+    /// Default: the BEIR folder and split the data was mined from, as `mine` records them in
+    /// DATA.source.json.
     #[arg(long)]
     fusion_beir: Option<PathBuf>,
-    #[arg(long, default_value = "train")]
-    fusion_split: String,
+    /// Default: the split the data was mined from, else `train`.
+    #[arg(long)]
+    fusion_split: Option<String>,
+    /// Train on every row and choose no fusion weight, even where the data's record names the
+    /// queries it was mined from.
+    #[arg(long, conflicts_with = "fusion_beir")]
+    no_fusion: bool,
     /// Hold out the queries whose id's SHA-256 is divisible by this (10: about one in ten; 1: the
     /// whole split, for a split kept apart from training already).
     #[arg(long, default_value_t = 10)]
@@ -320,6 +330,9 @@ fn embed(a: EmbedArgs) -> Result<TrainOutcome> {
     trainer.run(&a.run.output, a.run.resume)
 }
 
+/// Fewest held-out queries on which `train rerank` chooses a fusion weight unasked.
+const MIN_DEFAULT_HELD_OUT: usize = 10;
+
 fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
     let mut data = RerankSet::load(&a.data, &a.columns)?;
     let mut loss = match &a.loss {
@@ -352,31 +365,82 @@ fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
         progress: false,
         ..Default::default()
     };
-    let dev = match &a.dev_beir {
-        Some(dir) => {
+    // What `mine` recorded beside the data: the retriever and the queries it mined for.
+    let mined_from = MinedFrom::read(&a.data, data.len())?;
+    let retriever_name = a
+        .retriever
+        .clone()
+        .or_else(|| mined_from.as_ref().map(|m| m.model.clone()))
+        .unwrap_or_else(|| "sentence-transformers/all-MiniLM-L6-v2".into());
+    let fusion_queries = match (&a.fusion_beir, a.no_fusion) {
+        (Some(dir), _) => Some((
+            dir.clone(),
+            a.fusion_split.clone().unwrap_or_else(|| "train".into()),
+        )),
+        (None, true) => None,
+        (None, false) => mined_from
+            .as_ref()
+            .and_then(|m| m.beir_queries())
+            .map(|(dir, split)| {
+                eprintln!(
+                    "{} was mined from split `{split}` of {} with {} (its .source.json): \
+                     holding out some of those queries to choose the fusion weight \
+                     (--no-fusion trains on every row)",
+                    a.data.display(),
+                    dir.display(),
+                    retriever_name
+                );
+                (
+                    dir.to_path_buf(),
+                    a.fusion_split.clone().unwrap_or_else(|| split.into()),
+                )
+            }),
+    };
+    let retriever = match (&a.dev_beir, &fusion_queries) {
+        (None, None) => None,
+        _ => Some(SentenceEncoder::load(
+            &retriever_name,
+            &LoadOptions::default(),
+        )?),
+    };
+    let dev = match (&a.dev_beir, &retriever) {
+        (Some(dir), Some(retriever)) => {
             let dataset = load_beir(dir, &a.dev_split)?;
-            let retriever = SentenceEncoder::load(&a.retriever, &LoadOptions::default())?;
             eprintln!(
                 "retrieving dev candidates (top {}) with {}",
-                a.dev_top_k, a.retriever
+                a.dev_top_k, retriever_name
             );
-            Some(Candidates::retrieve(&retriever, &dataset, &dev_options)?)
+            Some(Candidates::retrieve(retriever, &dataset, &dev_options)?)
         }
-        None => None,
+        _ => None,
     };
-    let held_out = match &a.fusion_beir {
-        Some(dir) => {
-            let dataset = load_beir(dir, &a.fusion_split)?;
-            let retriever = SentenceEncoder::load(&a.retriever, &LoadOptions::default())?;
+    let held_out = match (&fusion_queries, &retriever) {
+        (Some((dir, split)), Some(retriever)) => 'fusion: {
+            let dataset = load_beir(dir, split)?;
+            // Chosen by default, the weight needs enough held-out queries to mean something.
+            let judged = dataset.qrels_map()?;
+            let held = judged
+                .keys()
+                .filter(|id| ragtune::models::fusion::held_out(id, a.fusion_every))
+                .count();
+            if a.fusion_beir.is_none() && held < MIN_DEFAULT_HELD_OUT {
+                eprintln!(
+                    "only {held} of the split's {} queries would be held out (1 in {}), too few \
+                     to choose a fusion weight: training on every row",
+                    judged.len(),
+                    a.fusion_every
+                );
+                break 'fusion None;
+            }
             eprintln!(
                 "retrieving candidates (top {}) for the fusion weight's held-out queries with {}",
-                a.fusion_top_k, a.retriever
+                a.fusion_top_k, retriever_name
             );
             let options = RerankEvalOptions {
                 top_k: a.fusion_top_k,
                 ..dev_options.clone()
             };
-            let all = Candidates::retrieve(&retriever, &dataset, &options)?;
+            let all = Candidates::retrieve(retriever, &dataset, &options)?;
             let (kept, held_out, dropped) = hold_out_for_fusion(&data, &all, a.fusion_every)?;
             eprintln!(
                 "{} of {} queries held out to choose the fusion weight; training rows left out \
@@ -387,7 +451,7 @@ fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
             data = kept;
             Some(held_out)
         }
-        None => None,
+        _ => None,
     };
     eprintln!(
         "training {} on {} rows, {} pairs ({}: columns {}) with {} at lr {:e} -> {}",

@@ -9,6 +9,7 @@
 
 pub mod output;
 pub mod select;
+pub mod source;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -53,7 +54,7 @@ impl Rescorer for crate::models::CrossEncoder {
 /// The knobs of [`mine_hard_negatives`]. Scripts pass a map with these keys; unknown keys are
 /// errors. Defaults follow sentence-transformers. (Scores are f64 here because script numbers
 /// are; the scores themselves are f32.)
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MineOptions {
     pub num_negatives: usize,
