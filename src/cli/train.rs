@@ -384,8 +384,7 @@ fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
             .map(|(dir, split)| {
                 eprintln!(
                     "{} was mined from split `{split}` of {} with {} (its .source.json): \
-                     holding out some of those queries to choose the fusion weight \
-                     (--no-fusion trains on every row)",
+                     its queries choose the fusion weight (--no-fusion: none)",
                     a.data.display(),
                     dir.display(),
                     retriever_name
