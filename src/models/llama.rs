@@ -406,14 +406,15 @@ impl Llama {
         }
         let decoding = s == 1;
         let (cos, sin) = self.rotary(b, s, start, pads)?;
-        let mask = self.mask(b, s, start, pads)?;
+        // Built by the first layer whose attention needs it (the CPU kernels do not).
+        let mut mask = None;
         let mut x = self
             .embed
             .index_select(&tokens.flatten_all()?, 0)?
             .reshape((b, s, self.cfg.hidden))?;
         for (block, (kc, vc)) in self.blocks.iter().zip(cache.layers.iter_mut()) {
             let h = candle_nn::ops::rms_norm(&x, &block.attn_norm, self.cfg.rms_eps as f32)?;
-            let attn = self.attention(block, &h, &cos, &sin, &mask, kc, vc, start, pads)?;
+            let attn = self.attention(block, &h, &cos, &sin, &mut mask, kc, vc, start, pads)?;
             x = (x + attn)?;
             let h = candle_nn::ops::rms_norm(&x, &block.ffn_norm, self.cfg.rms_eps as f32)?;
             let gated = (candle_nn::ops::silu(&block.gate().forward(&h, decoding)?)?
@@ -475,7 +476,7 @@ impl Llama {
         x: &Tensor,
         cos: &Tensor,
         sin: &Tensor,
-        mask: &Tensor,
+        mask: &mut Option<Tensor>,
         k_cache: &mut Tensor,
         v_cache: &mut Tensor,
         start: usize,
@@ -529,6 +530,10 @@ impl Llama {
             let out = super::cached_attention::attention(&q, k_cache, v_cache, total, pads)?;
             return block.o().forward(&out, decoding);
         }
+        let mask = match mask {
+            Some(m) => m,
+            None => mask.insert(self.mask(b, s, start, pads)?),
+        };
         let keys = k_cache.narrow(2, 0, total)?;
         let values = v_cache.narrow(2, 0, total)?;
         // Grouped-query attention without copying keys: the query heads sharing a key head are
