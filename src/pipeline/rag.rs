@@ -80,6 +80,11 @@ struct IndexMeta {
     seconds: f64,
 }
 
+/// How many different ids `ids` holds.
+fn distinct(ids: &[String]) -> usize {
+    ids.iter().collect::<std::collections::HashSet<_>>().len()
+}
+
 /// Each chunk's document: the `doc_id` column, or the chunk's own id where there is none.
 fn document_ids(chunks: &DataFrame) -> Result<Vec<String>> {
     match chunks.column("doc_id") {
@@ -595,8 +600,7 @@ impl RagConfig {
     /// Distinct documents in the chunk table of the pipeline folder `dir`.
     pub fn documents(&self, dir: &Path) -> Result<usize> {
         let chunks = read_table(&dir.join(&self.chunks))?;
-        let ids = document_ids(&chunks)?;
-        Ok(ids.iter().collect::<std::collections::HashSet<_>>().len())
+        Ok(distinct(&document_ids(&chunks)?))
     }
 
     /// `p` relative to `dir` unless absolute or a hub id.
@@ -701,11 +705,7 @@ impl Rag {
 
     /// Distinct documents in the index.
     pub fn documents(&self) -> usize {
-        self.index
-            .doc_ids
-            .iter()
-            .collect::<std::collections::HashSet<_>>()
-            .len()
+        distinct(&self.index.doc_ids)
     }
 }
 
