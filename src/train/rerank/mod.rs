@@ -103,7 +103,7 @@ impl RerankTrainer<'_> {
     }
 
     /// Reranks `held_out` with the trained model (the weights just saved in `output`), and saves
-    /// the fusion weight that does best there.
+    /// the fusion weight that does best there ([`crate::models::fusion::best`]).
     fn choose_fusion(&self, held_out: &Candidates, output: &Path) -> Result<FusionChoice> {
         let options = RerankEvalOptions {
             progress: self.config.progress,
@@ -118,7 +118,8 @@ impl RerankTrainer<'_> {
         choice.save(output)?;
         eprintln!(
             "fusion on {} held-out queries ({}): NDCG@10 retriever {:.4}, reranker alone {:.4}, \
-             fused {:.4} at retriever weight {} -> {}",
+             fused {:.4} at retriever weight {} (the best once each weight is averaged with its \
+             neighbours) -> {}",
             choice.queries,
             choice.chosen_on,
             choice.retriever_ndcg10,
