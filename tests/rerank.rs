@@ -731,18 +731,21 @@ fn training_holds_out_queries_and_saves_the_fusion_weight_they_choose() {
         progress: false,
         ..Default::default()
     };
-    let all = Candidates::retrieve(&retriever, &dataset, &options).unwrap();
     let mut data = labeled_pairs(6);
     data.queries.push("what is wax".into());
     data.documents.push(vec!["wax of the comb".into()]);
     data.labels.push(vec![1.0]);
-    let (kept, held, dropped) = hold_out_for_fusion(&data, &all, 10).unwrap();
+    let split = hold_out_for_fusion(&data, &retriever, &dataset, &options, 10).unwrap();
+    let (kept, held) = (split.training, split.held_out);
     assert_eq!(held.query_ids, ["18"]);
     assert_eq!(held.qrels.keys().collect::<Vec<_>>(), ["18"]);
-    assert_eq!((dropped, kept.len()), (1, data.len() - 1));
+    assert_eq!(held.docs[0].len(), 6, "the retriever's top 6");
+    assert_eq!((split.rows_left_out, split.queries), (1, 2));
+    assert_eq!(kept.len(), data.len() - 1);
     assert!(!kept.queries.contains(&"what is wax".to_string()));
-    let err = hold_out_for_fusion(&data, &all, 13)
-        .unwrap_err()
+    let err = hold_out_for_fusion(&data, &retriever, &dataset, &options, 13)
+        .err()
+        .expect("neither id is held out by 13")
         .to_string();
     assert!(err.contains("no query is held out"), "{err}");
 

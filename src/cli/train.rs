@@ -439,16 +439,16 @@ fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
                 top_k: a.fusion_top_k,
                 ..dev_options.clone()
             };
-            let all = Candidates::retrieve(retriever, &dataset, &options)?;
-            let (kept, held_out, dropped) = hold_out_for_fusion(&data, &all, a.fusion_every)?;
+            let split = hold_out_for_fusion(&data, retriever, &dataset, &options, a.fusion_every)?;
             eprintln!(
                 "{} of {} queries held out to choose the fusion weight; training rows left out \
-                 as they ask one: {dropped}",
-                held_out.query_ids.len(),
-                all.query_ids.len()
+                 as they ask one: {}",
+                split.held_out.query_ids.len(),
+                split.queries,
+                split.rows_left_out
             );
-            data = kept;
-            Some(held_out)
+            data = split.training;
+            Some(split.held_out)
         }
         _ => None,
     };

@@ -324,11 +324,9 @@ fn train_reranker(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun
                 top_k: fusion_top_k,
                 ..dev_options.clone()
             };
-            let all = Candidates::retrieve(r, &f.0, &options).map_err(fail)?;
-            let (kept, held_out, _) =
-                hold_out_for_fusion(&set, &all, fusion_every).map_err(fail)?;
-            set = kept;
-            Some(held_out)
+            let split = hold_out_for_fusion(&set, r, &f.0, &options, fusion_every).map_err(fail)?;
+            set = split.training;
+            Some(split.held_out)
         }
         _ => None,
     };

@@ -18,11 +18,12 @@ use super::optim::{Grads, Params};
 use super::sampler::SampleRows;
 use super::task::{micro_batch_rng, BatchDropout, StepOutput, TrainTask};
 use super::trainer::{fit, TrainOutcome};
+use crate::data::RetrievalDataset;
 use crate::eval::metrics::MetricValues;
 use crate::eval::rerank::{evaluate_reranker, Candidates, RerankEvalOptions};
 use crate::fingerprint::Fingerprint;
 use crate::models::fusion::FusionChoice;
-use crate::models::CrossEncoder;
+use crate::models::{CrossEncoder, SentenceEncoder};
 pub use data::{RerankBatch, RerankFormat, RerankSet};
 pub use losses::{RerankLoss, RerankLossConfig};
 
@@ -54,15 +55,28 @@ pub fn default_config(loss: &RerankLossConfig) -> TrainConfig {
     config
 }
 
-/// Splits off the queries that choose the fusion weight: one in `every` of `candidates`'
-/// queries (by a hash of the query id; [`crate::models::fusion::held_out`]), and `data` without
-/// the rows that ask any of them. Returns the training rows, the held-out candidates and how many
-/// rows were left out.
+/// [`hold_out_for_fusion`]'s split: the rows to train on and the queries that choose the weight.
+pub struct FusionHoldOut {
+    /// `data` without the rows that ask a held-out query.
+    pub training: RerankSet,
+    /// The held-out queries' retrieved candidates.
+    pub held_out: Candidates,
+    /// How many rows were left out, and how many judged queries the split had.
+    pub rows_left_out: usize,
+    pub queries: usize,
+}
+
+/// Splits off the queries that choose the fusion weight: `retriever`'s top `options.top_k` for
+/// one in `every` of `dataset`'s judged queries (by a hash of the query id;
+/// [`crate::models::fusion::held_out`]), and `data` without the rows that ask any of them.
 pub fn hold_out_for_fusion(
     data: &RerankSet,
-    candidates: &Candidates,
+    retriever: &SentenceEncoder,
+    dataset: &RetrievalDataset,
+    options: &RerankEvalOptions,
     every: usize,
-) -> Result<(RerankSet, Candidates, usize)> {
+) -> Result<FusionHoldOut> {
+    let candidates = Candidates::retrieve(retriever, dataset, options)?;
     let held_out = candidates.held_out(every);
     if held_out.query_ids.is_empty() {
         bail!(
@@ -74,14 +88,19 @@ pub fn hold_out_for_fusion(
     }
     let texts: std::collections::HashSet<&str> =
         held_out.queries.iter().map(String::as_str).collect();
-    let (kept, dropped) = data.without_queries(&texts);
-    if kept.is_empty() {
+    let (training, rows_left_out) = data.without_queries(&texts);
+    if training.is_empty() {
         bail!(
             "holding out {} queries for the fusion weight leaves no training rows",
             texts.len()
         );
     }
-    Ok((kept, held_out, dropped))
+    Ok(FusionHoldOut {
+        training,
+        held_out,
+        rows_left_out,
+        queries: candidates.query_ids.len(),
+    })
 }
 
 impl RerankTrainer<'_> {
