@@ -1015,7 +1015,7 @@ fn train_rerank_fuses_on_the_queries_its_data_was_mined_from() {
     for i in 0..120 {
         let (a, b) = (words[i % 8], words[(i / 8) % 8]);
         corpus.push(format!(
-            r#"{{"_id": "d{i}", "text": "the {a} and the {b} of the hive"}}"#
+            r#"{{"_id": "d{i}", "text": "the {a} and the {b} of hive {i}"}}"#
         ));
         queries.push(format!(r#"{{"_id": "q{i}", "text": "{a} {b} {i}"}}"#));
         qrels.push(format!("q{i}\td{i}\t1"));
@@ -1042,6 +1042,8 @@ fn train_rerank_fuses_on_the_queries_its_data_was_mined_from() {
         "n-tuple",
         "--output",
         &s(&tuples),
+        "--cache-dir",
+        &s(&tmp.path().join("cache")),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let record: Value = serde_json::from_str(
@@ -1050,6 +1052,27 @@ fn train_rerank_fuses_on_the_queries_its_data_was_mined_from() {
     .unwrap();
     assert_eq!(record["beir_split"], "train");
     assert_eq!(record["rows"], 120);
+    let cache = std::fs::canonicalize(tmp.path().join("cache")).unwrap();
+    assert_eq!(record["options"]["cache_dir"], s(&cache));
+    let cached = || {
+        let mut names: Vec<_> = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        names
+    };
+    let mined = cached();
+    assert_eq!(
+        mined.len(),
+        2,
+        "the queries' and the corpus's embeddings: {mined:?}"
+    );
+    // Emptied here, so that training shows it keeps the same files (the same keys: a second run
+    // reads what the first kept).
+    for name in &mined {
+        std::fs::remove_file(cache.join(name)).unwrap();
+    }
 
     // Only a model, the data and an output folder: the weight is chosen on the held-out queries,
     // retrieved with the model the data was mined with.
@@ -1088,6 +1111,8 @@ fn train_rerank_fuses_on_the_queries_its_data_was_mined_from() {
         serde_json::from_str(&std::fs::read_to_string(fused.join("fusion.json")).unwrap()).unwrap();
     assert_eq!(saved, outcome["fusion"]);
     assert!(saved["retriever_weight"].is_number());
+    // The held-out retrieval kept its embeddings in the cache `mine` used, under mine's keys.
+    assert_eq!(cached(), mined);
 
     // --no-fusion trains on every row and chooses nothing.
     let plain = tmp.path().join("plain");

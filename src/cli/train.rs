@@ -229,6 +229,10 @@ pub struct RerankArgs {
     /// Retrieved candidates per held-out query.
     #[arg(long, default_value_t = 100)]
     fusion_top_k: usize,
+    /// Keep the retriever's embeddings here, for the dev and held-out retrieval (default: the
+    /// `--cache-dir` the data was mined with, as DATA.source.json records it).
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -360,13 +364,17 @@ fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
         },
     )?;
     let config = a.run.config(default_config(&loss))?;
+    // What `mine` recorded beside the data: the retriever and the queries it mined for.
+    let mined_from = MinedFrom::read(&a.data, data.len())?;
     let dev_options = RerankEvalOptions {
         top_k: a.dev_top_k,
         progress: false,
+        cache_dir: a
+            .cache_dir
+            .clone()
+            .or_else(|| mined_from.as_ref()?.options.cache_dir.clone()),
         ..Default::default()
     };
-    // What `mine` recorded beside the data: the retriever and the queries it mined for.
-    let mined_from = MinedFrom::read(&a.data, data.len())?;
     let retriever_name = a
         .retriever
         .clone()

@@ -49,7 +49,9 @@ impl MinedFrom {
             corpus,
             rows,
             options: MineOptions {
-                cache_dir: None,
+                // Where the retriever's embeddings are kept: `train rerank` retrieves its
+                // held-out queries from the same corpus with the same model.
+                cache_dir: options.cache_dir.as_deref().map(absolute),
                 progress: false,
                 ..options.clone()
             },
