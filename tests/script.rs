@@ -149,6 +149,39 @@ fn bee_beir(dir: &std::path::Path) {
     std::fs::write(dir.join("qrels/all.tsv"), qrels).unwrap();
 }
 
+/// The shipped reranker recipe, run as a user would on a small corpus with its defaults
+/// (all-MiniLM-L6-v2 as retriever and as the reranker's start; a random tiny model mines no
+/// negatives under the recipe's max_score): it mines, trains, and writes the model, both charts
+/// and the embedding cache that mining and training share.
+#[test]
+fn the_reranker_recipe_runs_end_to_end() {
+    if common::skip_without_minilm() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    bee_beir(&tmp.path().join("b"));
+    let out = tmp.path().join("out");
+    let mut s = session(&[("beir", &tmp.path().join("b")), ("output", &out)]);
+    s.set_var("split", Session::parse_value("all"));
+    s.set_var("top_k", Session::parse_value("5"));
+    let last = s
+        .run_file(std::path::Path::new("recipes/reranker.rhai"))
+        .unwrap();
+    assert!(last.is_unit(), "the recipe ends in a print");
+    for file in [
+        "model/config_sentence_transformers.json",
+        "model/train_log.jsonl",
+        "training.html",
+        "retriever-vs-reranked.html",
+    ] {
+        assert!(out.join(file).is_file(), "{file} missing");
+    }
+    let cached = std::fs::read_dir(out.join("embedding-cache"))
+        .unwrap()
+        .count();
+    assert!(cached > 0, "mining cached no embeddings");
+}
+
 #[test]
 fn a_recipe_splits_mines_trains_and_compares() {
     let tmp = tempfile::tempdir().unwrap();
@@ -281,13 +314,13 @@ fn a_recipe_trains_and_evaluates_a_reranker() {
         .is_file());
 
     // The fusion weight, chosen on held-out queries (here a split apart from training: every
-    // query of it, fusion_every 1) and saved beside the model.
+    // query of it, fusion_every 1) and saved beside the model; the retrieval cached as asked.
     let fused = s
         .eval(
             r#"
             let run = train_reranker(model, mined.frame, #{ output: out + "3", max_steps: 1, batch_size: 4,
                                      retriever: retriever, fusion: parts[1], fusion_every: 1,
-                                     fusion_top_k: 5, progress: false });
+                                     fusion_top_k: 5, cache_dir: out + "-cache", progress: false });
             [run.summary(), to_string(run)]
             "#,
             "fused.rhai",
@@ -305,6 +338,11 @@ fn a_recipe_trains_and_evaluates_a_reranker() {
     )
     .unwrap();
     assert_eq!(saved["retriever_weight"].as_f64(), Some(w));
+    // The held-out retrieval kept the retriever's embeddings where `cache_dir` said.
+    let cached = std::fs::read_dir(tmp.path().join("reranker-cache"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(cached > 0, "no embeddings cached");
     assert!(
         fused[1]
             .clone()

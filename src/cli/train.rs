@@ -7,11 +7,10 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use ragtune::data::load_beir;
-use ragtune::eval::{Candidates, RerankEvalOptions};
 use ragtune::mine::source::MinedFrom;
 use ragtune::models::{CrossEncoder, CrossEncoderOptions, LoadOptions, SentenceEncoder};
 use ragtune::train::rerank::{
-    default_config, hold_out_for_fusion, RerankLossConfig, RerankSet, RerankTrainer,
+    default_config, RerankJob, RerankLossConfig, RerankSet, RerankSides, DEFAULT_RETRIEVER,
 };
 use ragtune::train::{EmbedTrainer, LossConfig, LossName, TrainConfig, TrainOutcome};
 use serde_json::{json, Map, Value};
@@ -205,7 +204,7 @@ pub struct RerankArgs {
     #[arg(long)]
     retriever: Option<String>,
     /// Candidates per dev query during training (a final top-100 is `eval rerank`'s job).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = RerankSides::default().dev_top_k)]
     dev_top_k: usize,
     /// BEIR folder whose queries choose the weight that fuses the reranker with `--retriever`
     /// (saved as `fusion.json` in the output, which `eval rerank` then uses): one query in
@@ -224,10 +223,10 @@ pub struct RerankArgs {
     no_fusion: bool,
     /// Hold out the queries whose id's SHA-256 is divisible by this (10: about one in ten; 1: the
     /// whole split, for a split kept apart from training already).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = RerankSides::default().fusion_every)]
     fusion_every: usize,
     /// Retrieved candidates per held-out query.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = RerankSides::default().fusion_top_k)]
     fusion_top_k: usize,
     /// Keep the retriever's embeddings here, for the dev and held-out retrieval (default: the
     /// `--cache-dir` the data was mined with, as DATA.source.json records it).
@@ -334,11 +333,8 @@ fn embed(a: EmbedArgs) -> Result<TrainOutcome> {
     trainer.run(&a.run.output, a.run.resume)
 }
 
-/// Fewest held-out queries on which `train rerank` chooses a fusion weight unasked.
-const MIN_DEFAULT_HELD_OUT: usize = 10;
-
 fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
-    let mut data = RerankSet::load(&a.data, &a.columns)?;
+    let data = RerankSet::load(&a.data, &a.columns)?;
     let mut loss = match &a.loss {
         Some(name) => Map::from_iter([("name".to_string(), json!(name.replace('-', "_")))]),
         None => match serde_json::to_value(RerankLossConfig::default_for(data.format))? {
@@ -366,20 +362,10 @@ fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
     let config = a.run.config(default_config(&loss))?;
     // What `mine` recorded beside the data: the retriever and the queries it mined for.
     let mined_from = MinedFrom::read(&a.data, data.len())?;
-    let dev_options = RerankEvalOptions {
-        top_k: a.dev_top_k,
-        progress: false,
-        cache_dir: a
-            .cache_dir
-            .clone()
-            .or_else(|| mined_from.as_ref()?.options.cache_dir.clone()),
-        ..Default::default()
-    };
     let retriever_name = a
         .retriever
         .clone()
-        .or_else(|| mined_from.as_ref().map(|m| m.model.clone()))
-        .unwrap_or_else(|| "sentence-transformers/all-MiniLM-L6-v2".into());
+        .or_else(|| mined_from.as_ref().map(|m| m.model.clone()));
     let fusion_queries = match (&a.fusion_beir, a.no_fusion) {
         (Some(dir), _) => Some((
             dir.clone(),
@@ -395,7 +381,7 @@ fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
                      its queries choose the fusion weight (--no-fusion: none)",
                     a.data.display(),
                     dir.display(),
-                    retriever_name
+                    retriever_name.as_deref().unwrap_or(DEFAULT_RETRIEVER)
                 );
                 (
                     dir.to_path_buf(),
@@ -403,82 +389,35 @@ fn rerank(a: RerankArgs) -> Result<TrainOutcome> {
                 )
             }),
     };
-    let retriever = match (&a.dev_beir, &fusion_queries) {
-        (None, None) => None,
-        _ => Some(SentenceEncoder::load(
-            &retriever_name,
-            &LoadOptions::default(),
-        )?),
-    };
-    let dev = match (&a.dev_beir, &retriever) {
-        (Some(dir), Some(retriever)) => {
-            let dataset = load_beir(dir, &a.dev_split)?;
-            eprintln!(
-                "retrieving dev candidates (top {}) with {}",
-                a.dev_top_k, retriever_name
-            );
-            Some(Candidates::retrieve(retriever, &dataset, &dev_options)?)
+    let dev = a
+        .dev_beir
+        .as_ref()
+        .map(|dir| load_beir(dir, &a.dev_split))
+        .transpose()?;
+    let fusion = fusion_queries
+        .map(|(dir, split)| load_beir(&dir, &split))
+        .transpose()?;
+    let retriever = match retriever_name {
+        Some(name) if dev.is_some() || fusion.is_some() => {
+            Some(SentenceEncoder::load(&name, &LoadOptions::default())?)
         }
         _ => None,
     };
-    let held_out = match (&fusion_queries, &retriever) {
-        (Some((dir, split)), Some(retriever)) => 'fusion: {
-            let dataset = load_beir(dir, split)?;
-            // Chosen by default, the weight needs enough held-out queries to mean something.
-            let judged = dataset.qrels_map()?;
-            let held = judged
-                .keys()
-                .filter(|id| ragtune::models::fusion::held_out(id, a.fusion_every))
-                .count();
-            if a.fusion_beir.is_none() && held < MIN_DEFAULT_HELD_OUT {
-                eprintln!(
-                    "only {held} of the split's {} queries would be held out (1 in {}), too few \
-                     to choose a fusion weight: training on every row",
-                    judged.len(),
-                    a.fusion_every
-                );
-                break 'fusion None;
-            }
-            eprintln!(
-                "retrieving candidates (top {}) for the fusion weight's held-out queries with {}",
-                a.fusion_top_k, retriever_name
-            );
-            let options = RerankEvalOptions {
-                top_k: a.fusion_top_k,
-                ..dev_options.clone()
-            };
-            let split = hold_out_for_fusion(&data, retriever, &dataset, &options, a.fusion_every)?;
-            eprintln!(
-                "{} of {} queries held out to choose the fusion weight; training rows left out \
-                 as they ask one: {}",
-                split.held_out.query_ids.len(),
-                split.queries,
-                split.rows_left_out
-            );
-            data = split.training;
-            Some(split.held_out)
-        }
-        _ => None,
-    };
-    eprintln!(
-        "training {} on {} rows, {} pairs ({}: columns {}) with {} at lr {:e} -> {}",
-        model.name(),
-        data.len(),
-        data.pair_count(),
-        serde_json::to_value(data.format)?.as_str().unwrap_or(""),
-        data.columns.join(", "),
-        loss.build()?.name(),
-        config.lr,
-        a.run.output.display()
-    );
-    RerankTrainer {
+    RerankJob {
         model: &model,
-        data: &data,
+        data,
         loss,
         config,
+        retriever: retriever.as_ref(),
         dev: dev.as_ref(),
-        dev_options,
-        fusion: held_out.as_ref(),
+        fusion: fusion.as_ref(),
+        fusion_by_default: a.fusion_beir.is_none(),
+        sides: RerankSides {
+            dev_top_k: a.dev_top_k,
+            fusion_every: a.fusion_every,
+            fusion_top_k: a.fusion_top_k,
+            cache_dir: a.cache_dir.or_else(|| mined_from?.options.cache_dir),
+        },
     }
     .run(&a.run.output, a.run.resume)
 }

@@ -463,14 +463,17 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
                 let config = crate::train::rerank::default_config(&loss)
                     .overlay(c.rerank_train.clone())?
                     .overlay(progress_map(c.progress))?;
-                let outcome = crate::train::rerank::RerankTrainer {
+                let (rows, pairs) = (set.len(), set.pair_count());
+                let outcome = crate::train::rerank::RerankJob {
                     model: &model,
-                    data: &set,
+                    data: set,
                     loss,
                     config,
+                    retriever: None,
                     dev: None,
-                    dev_options: Default::default(),
                     fusion: None,
+                    fusion_by_default: false,
+                    sides: Default::default(),
                 }
                 .run(&dir.join("model"), resume)?;
                 // Judged on the held-out questions: reranking alone and fused with the retriever
@@ -509,12 +512,10 @@ pub fn run_pipeline(config: &PipelineConfig, output: &Path) -> Result<PipelineOu
                          (set rerank_gate: false to keep it)"
                     );
                 }
-                Ok(
-                    json!({"rows": set.len(), "pairs": set.pair_count(), "steps": outcome.steps,
+                Ok(json!({"rows": rows, "pairs": pairs, "steps": outcome.steps,
                           "final_loss": outcome.final_loss, "train_seconds": outcome.seconds,
                           "val_ndcg10_retriever": retriever, "val_ndcg10_reranked": reranked,
-                          "fusion": fusion, "val_ndcg10_fused": fused, "used": used}),
-                )
+                          "fusion": fusion, "val_ndcg10_fused": fused, "used": used}))
             },
         )?,
         other => switch_key(other),

@@ -7,13 +7,10 @@ use std::sync::Arc;
 use rhai::Map;
 
 use super::{fail, options, strings, take_bool, take_string, Fallible, Registry};
-use crate::eval::{Candidates, RerankEvalOptions};
 use crate::models::{CrossEncoder, CrossEncoderOptions, LoadOptions, SentenceEncoder};
 use crate::script::values::{Chart, Dataset, Encoder, Frame, Llm, Reranker, TrainRun, Trained};
 use crate::train::log::TrainLog;
-use crate::train::rerank::{
-    default_config, hold_out_for_fusion, RerankLossConfig, RerankSet, RerankTrainer,
-};
+use crate::train::rerank::{default_config, RerankJob, RerankLossConfig, RerankSet, RerankSides};
 use crate::train::{EmbedTrainer, LossConfig, TrainConfig, TrainingSet};
 
 pub(super) fn register(r: &mut Registry) {
@@ -46,7 +43,7 @@ pub(super) fn register(r: &mut Registry) {
     bind!(
         r,
         "train_reranker",
-        "train_reranker(model: String, data: Frame, options: #{output, loss, dev, retriever, dev_top_k, max_length, fusion, fusion_every, fusion_top_k, resume, epochs, lr, …}) -> TrainRun",
+        "train_reranker(model: String, data: Frame, options: #{output, loss, dev, retriever, dev_top_k, max_length, fusion, fusion_every, fusion_top_k, cache_dir, resume, epochs, lr, …}) -> TrainRun",
         "Fine-tunes a cross-encoder (a reranker, or any BERT / sentence-transformers model with a fresh one-label \
          head) on (query, document, label) pairs, (query, positive, negative_1..n) rows or (query, [documents], \
          [labels]) lists. `output` (required) is where the model, checkpoints, log, chart and card go; `loss` a loss \
@@ -55,7 +52,8 @@ pub(super) fn register(r: &mut Registry) {
          by `retriever` (an Encoder, default all-MiniLM-L6-v2) are reranked before, during and after; `fusion` a \
          Dataset (the split the data was mined from) whose queries with an id hash divisible by `fusion_every` \
          (10) are held out of training, their top `fusion_top_k` (100) reranked after it, and the retriever \
-         weight that fuses best saved as fusion.json (rerank evaluations then use it); `columns` \
+         weight that fuses best saved as fusion.json (rerank evaluations then use it); `cache_dir` keeps the \
+         retriever's embeddings for both retrievals (give mine's to reuse them); `columns` \
          picks the data's columns; every other key is a TrainConfig field (defaults: the reranker stage's: \
          batch_size 16, lr 5e-5 (LambdaLoss: 1e-4), warmup_ratio 0.1, plain batches).",
         example: "let run = train_reranker(\"sentence-transformers/all-MiniLM-L6-v2\", mined.frame, #{output: \"runs/reranker\", loss: \"bce\", epochs: 1}); print(run)",
@@ -151,6 +149,7 @@ pub(super) const RERANK_RUN_KEYS: &[&str] = &[
     "fusion",
     "fusion_every",
     "fusion_top_k",
+    "cache_dir",
 ];
 
 /// The same for train_generator().
@@ -250,7 +249,7 @@ fn train(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun> {
 
 fn train_reranker(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun> {
     let run = RunOptions::take(&mut opts, "train_reranker")?;
-    let mut set =
+    let set =
         RerankSet::from_frame_columns(&data.0, "the training frame", &run.columns).map_err(fail)?;
     let loss = match run.loss {
         None => RerankLossConfig::default_for(set.format),
@@ -284,10 +283,14 @@ fn train_reranker(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun
             })
             .transpose()
     };
-    let dev_top_k = int(&mut opts, "dev_top_k")?.unwrap_or(20);
+    let defaults = RerankSides::default();
+    let sides = RerankSides {
+        dev_top_k: int(&mut opts, "dev_top_k")?.unwrap_or(defaults.dev_top_k),
+        fusion_every: int(&mut opts, "fusion_every")?.unwrap_or(defaults.fusion_every),
+        fusion_top_k: int(&mut opts, "fusion_top_k")?.unwrap_or(defaults.fusion_top_k),
+        cache_dir: take_string(&mut opts, "cache_dir")?.map(Into::into),
+    };
     let max_length = int(&mut opts, "max_length")?;
-    let fusion_every = int(&mut opts, "fusion_every")?.unwrap_or(10);
-    let fusion_top_k = int(&mut opts, "fusion_top_k")?.unwrap_or(100);
     let config = train_config(default_config(&loss), opts)?;
     let mut reranker = CrossEncoder::load(
         model,
@@ -298,46 +301,16 @@ fn train_reranker(model: &str, data: &Frame, mut opts: Map) -> Fallible<TrainRun
         },
     )
     .map_err(fail)?;
-    let dev_options = RerankEvalOptions {
-        top_k: dev_top_k,
-        progress: false,
-        ..Default::default()
-    };
-    let retriever = match (retriever, dev.is_some() || fusion.is_some()) {
-        (Some(e), _) => Some(e.0),
-        (None, true) => Some(Arc::new(
-            SentenceEncoder::load(
-                "sentence-transformers/all-MiniLM-L6-v2",
-                &LoadOptions::default(),
-            )
-            .map_err(fail)?,
-        )),
-        (None, false) => None,
-    };
-    let candidates = match (&dev, &retriever) {
-        (Some(d), Some(r)) => Some(Candidates::retrieve(r, &d.0, &dev_options).map_err(fail)?),
-        _ => None,
-    };
-    let held_out = match (&fusion, &retriever) {
-        (Some(f), Some(r)) => {
-            let options = RerankEvalOptions {
-                top_k: fusion_top_k,
-                ..dev_options.clone()
-            };
-            let split = hold_out_for_fusion(&set, r, &f.0, &options, fusion_every).map_err(fail)?;
-            set = split.training;
-            Some(split.held_out)
-        }
-        _ => None,
-    };
-    let outcome = RerankTrainer {
+    let outcome = RerankJob {
         model: &reranker,
-        data: &set,
+        data: set,
         loss,
         config,
-        dev: candidates.as_ref(),
-        dev_options,
-        fusion: held_out.as_ref(),
+        retriever: retriever.as_ref().map(|r| r.0.as_ref()),
+        dev: dev.as_ref().map(|d| d.0.as_ref()),
+        fusion: fusion.as_ref().map(|f| f.0.as_ref()),
+        fusion_by_default: false,
+        sides,
     }
     .run(Path::new(&run.output), run.resume)
     .map_err(fail)?;

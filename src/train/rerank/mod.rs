@@ -1,13 +1,14 @@
-//! The reranker stage: fine-tuning a cross-encoder on (query, document) relevance. [`RerankTrainer`]
-//! is the stage's one entry point (the CLI and the script bindings call it); it hands the shared
-//! loop a [`RerankTask`]: the cross-encoder's weights, a batch's loss (pairs chosen by the loss,
-//! scored in one pass or with gradient caching), reranking metrics on dev candidates, and saving
-//! in sentence-transformers' cross-encoder layout.
+//! The reranker stage: fine-tuning a cross-encoder on (query, document) relevance. [`RerankJob`]
+//! is the stage's one entry point (the CLI, the script bindings and the pipeline call it): it
+//! gathers the dev and held-out candidates, and [`RerankTrainer`] hands the shared loop a
+//! [`RerankTask`]: the cross-encoder's weights, a batch's loss (pairs chosen by the loss, scored
+//! in one pass or with gradient caching), reranking metrics on dev candidates, and saving in
+//! sentence-transformers' cross-encoder layout.
 
 pub mod data;
 pub mod losses;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Tensor, Var};
@@ -101,6 +102,152 @@ pub fn hold_out_for_fusion(
         rows_left_out,
         queries: candidates.query_ids.len(),
     })
+}
+
+/// The candidates a reranker run judges beside training, and how many: the one place where
+/// `train rerank`'s and `train_reranker`'s defaults live.
+#[derive(Clone, Debug)]
+pub struct RerankSides {
+    /// Candidates per dev query during training (a final top-100 is `eval rerank`'s job).
+    pub dev_top_k: usize,
+    /// Hold out the fusion split's queries whose id's SHA-256 is divisible by this
+    /// ([`crate::models::fusion::held_out`]; 10 holds out about one in ten).
+    pub fusion_every: usize,
+    /// Retrieved candidates per held-out query.
+    pub fusion_top_k: usize,
+    /// Where the retriever keeps its embeddings for the dev and held-out retrieval.
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl Default for RerankSides {
+    fn default() -> Self {
+        Self {
+            dev_top_k: 20,
+            fusion_every: 10,
+            fusion_top_k: 100,
+            cache_dir: None,
+        }
+    }
+}
+
+/// Fewest held-out queries on which a run chooses a fusion weight it was not asked for.
+pub const MIN_DEFAULT_HELD_OUT: usize = 10;
+
+/// Retriever of the dev and held-out candidates when a run names none.
+pub const DEFAULT_RETRIEVER: &str = "sentence-transformers/all-MiniLM-L6-v2";
+
+/// The reranker stage's entry point, which the CLI and the script bindings both call: retrieves
+/// dev candidates, holds out the fusion queries and leaves their rows out, trains, and chooses the
+/// fusion weight ([`RerankTrainer`] does the last two).
+pub struct RerankJob<'a> {
+    pub model: &'a CrossEncoder,
+    pub data: RerankSet,
+    pub loss: RerankLossConfig,
+    pub config: TrainConfig,
+    /// Retrieves the dev and held-out candidates; unset, [`DEFAULT_RETRIEVER`] is loaded when
+    /// either is asked for.
+    pub retriever: Option<&'a SentenceEncoder>,
+    /// Queries reranked before, during and after training.
+    pub dev: Option<&'a RetrievalDataset>,
+    /// The split the data was mined from: its held-out queries choose the fusion weight.
+    pub fusion: Option<&'a RetrievalDataset>,
+    /// `fusion` came from the data's record rather than from the user: with fewer than
+    /// [`MIN_DEFAULT_HELD_OUT`] queries held out, the run then trains on every row instead.
+    pub fusion_by_default: bool,
+    pub sides: RerankSides,
+}
+
+impl RerankJob<'_> {
+    /// Trains into `output` (see [`fit`]).
+    pub fn run(self, output: &Path, resume: bool) -> Result<TrainOutcome> {
+        let sides = &self.sides;
+        let default_retriever;
+        let retriever = match (self.retriever, self.dev.is_some() || self.fusion.is_some()) {
+            (Some(r), _) => Some(r),
+            (None, true) => {
+                default_retriever = SentenceEncoder::load(DEFAULT_RETRIEVER, &Default::default())?;
+                Some(&default_retriever)
+            }
+            (None, false) => None,
+        };
+        let dev_options = RerankEvalOptions {
+            top_k: sides.dev_top_k,
+            progress: false,
+            cache_dir: sides.cache_dir.clone(),
+            ..Default::default()
+        };
+        let mut data = self.data;
+        let dev = match (self.dev, retriever) {
+            (Some(dataset), Some(r)) => {
+                eprintln!(
+                    "retrieving dev candidates (top {}) with {}",
+                    sides.dev_top_k,
+                    r.name()
+                );
+                Some(Candidates::retrieve(r, dataset, &dev_options)?)
+            }
+            _ => None,
+        };
+        let held_out = match (self.fusion, retriever) {
+            (Some(dataset), Some(r)) => 'fusion: {
+                let judged = dataset.qrels_map()?;
+                let held = judged
+                    .keys()
+                    .filter(|id| crate::models::fusion::held_out(id, sides.fusion_every))
+                    .count();
+                if self.fusion_by_default && held < MIN_DEFAULT_HELD_OUT {
+                    eprintln!(
+                        "only {held} of the split's {} queries would be held out (1 in {}), too \
+                         few to choose a fusion weight: training on every row",
+                        judged.len(),
+                        sides.fusion_every
+                    );
+                    break 'fusion None;
+                }
+                eprintln!(
+                    "retrieving candidates (top {}) for the fusion weight's held-out queries with {}",
+                    sides.fusion_top_k,
+                    r.name()
+                );
+                let options = RerankEvalOptions {
+                    top_k: sides.fusion_top_k,
+                    ..dev_options.clone()
+                };
+                let split = hold_out_for_fusion(&data, r, dataset, &options, sides.fusion_every)?;
+                eprintln!(
+                    "{} of {} queries held out to choose the fusion weight; training rows left \
+                     out as they ask one: {}",
+                    split.held_out.query_ids.len(),
+                    split.queries,
+                    split.rows_left_out
+                );
+                data = split.training;
+                Some(split.held_out)
+            }
+            _ => None,
+        };
+        eprintln!(
+            "training {} on {} rows, {} pairs ({}: columns {}) with {} at lr {:e} -> {}",
+            self.model.name(),
+            data.len(),
+            data.pair_count(),
+            serde_json::to_value(data.format)?.as_str().unwrap_or(""),
+            data.columns.join(", "),
+            self.loss.build()?.name(),
+            self.config.lr,
+            output.display()
+        );
+        RerankTrainer {
+            model: self.model,
+            data: &data,
+            loss: self.loss,
+            config: self.config,
+            dev: dev.as_ref(),
+            dev_options,
+            fusion: held_out.as_ref(),
+        }
+        .run(output, resume)
+    }
 }
 
 impl RerankTrainer<'_> {
