@@ -136,9 +136,9 @@ pub const MIN_DEFAULT_HELD_OUT: usize = 10;
 /// Retriever of the dev and held-out candidates when a run names none.
 pub const DEFAULT_RETRIEVER: &str = "sentence-transformers/all-MiniLM-L6-v2";
 
-/// The reranker stage's entry point, which the CLI and the script bindings both call: retrieves
-/// dev candidates, holds out the fusion queries and leaves their rows out, trains, and chooses the
-/// fusion weight ([`RerankTrainer`] does the last two).
+/// The reranker stage's entry point, which the CLI, the script bindings and the pipeline call:
+/// retrieves dev candidates, holds out the fusion queries and leaves their rows out, trains, and
+/// chooses the fusion weight ([`RerankTrainer`] does the last two).
 pub struct RerankJob<'a> {
     pub model: &'a CrossEncoder,
     pub data: RerankSet,
