@@ -323,6 +323,8 @@ fn the_split_is_by_question_and_layouts_carry_the_target() {
 /// second (seed 1) answers properly except for questions containing "stubborn".
 struct Scripted {
     calls: Mutex<usize>,
+    /// (seed, temperature) of every request.
+    asked: Mutex<Vec<(u64, f64)>>,
 }
 
 impl ChatModel for Scripted {
@@ -336,6 +338,10 @@ impl ChatModel for Scripted {
             .enumerate()
             .map(|(i, r)| {
                 *self.calls.lock().unwrap() += 1;
+                self.asked
+                    .lock()
+                    .unwrap()
+                    .push((r.params.seed, r.params.temperature));
                 let prompt = &r.messages.last().unwrap().content;
                 let good = "##begin_quote##Passage 0 says fact number 0 about bees and their hives.##end_quote## ##Answer: SUPPORT";
                 let text = if prompt.contains("stubborn") || (r.params.seed == 0 && i % 2 == 0) {
@@ -367,6 +373,7 @@ fn teacher_answers_with_invented_quotes_are_regenerated_then_dropped() {
     let mut set = build(&sources, &corpus(), None, &opts).unwrap();
     let teacher = Scripted {
         calls: Mutex::new(0),
+        asked: Mutex::new(vec![]),
     };
     set.teacher_answers(&teacher, &GenerationParams::default(), 2)
         .unwrap();
@@ -392,4 +399,11 @@ fn teacher_answers_with_invented_quotes_are_regenerated_then_dropped() {
         .iter()
         .all(|e| QuoteCheck::of(e.answer.as_ref().unwrap(), &e.context()).is_valid()));
     assert_eq!(*teacher.calls.lock().unwrap(), 6 + 4 + 1);
+    // The first attempt is greedy as asked; a greedy answer would repeat itself, so the
+    // regenerated ones are sampled, each attempt with its own seed.
+    let asked = teacher.asked.lock().unwrap().clone();
+    let mut expected = vec![(0, 0.0); 6];
+    expected.extend(vec![(1, 0.7); 4]);
+    expected.push((2, 0.7));
+    assert_eq!(asked, expected);
 }

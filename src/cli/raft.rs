@@ -74,15 +74,19 @@ pub struct BuildArgs {
     balance_labels: bool,
     #[arg(long)]
     seed: Option<u64>,
-    /// A teacher model (`local:…` or `openai:…`) answers instead of the evidence.
+    /// A teacher model (`local:…` or `openai:…` with --base-url) answers instead of the
+    /// evidence. Its answers are kept in --llm-cache (default: beside --output), so a killed
+    /// run, rerun, repeats no request already answered.
     #[arg(long)]
     teacher: Option<String>,
+    #[command(flatten)]
+    client: super::LlmClientArgs,
     /// Attempts after the first for answers with invented quotes or no final answer.
     #[arg(long, default_value_t = 2)]
     retries: usize,
-    /// Teacher answer cache (a killed run resumes without repeating a request).
-    #[arg(long)]
-    llm_cache: Option<PathBuf>,
+    /// New tokens per teacher answer at most.
+    #[arg(long, default_value_t = raft::TEACHER_MAX_TOKENS)]
+    teacher_max_tokens: usize,
     /// messages, prompt_completion or reference.
     #[arg(long, default_value = "messages")]
     format: String,
@@ -183,16 +187,16 @@ fn build(a: BuildArgs) -> Result<()> {
     let mut set = raft::build(&sources, &corpus, ranking.as_ref(), &options)?;
     match &a.teacher {
         Some(spec) => {
-            let teacher = ragtune::llm::open_chat_model(
-                spec,
-                &ragtune::llm::LocalOptions::default(),
-                &ragtune::llm::OpenAiOptions::default(),
-                a.llm_cache.as_deref(),
-            )?;
+            let mut client = a.client.clone();
+            client
+                .llm_cache
+                .get_or_insert_with(|| super::synth::sibling(&a.output, "llm-cache"));
+            let teacher = client.open(spec)?;
             let params = ragtune::llm::GenerationParams {
-                max_tokens: 400,
-                ..Default::default()
+                max_tokens: a.teacher_max_tokens,
+                ..raft::teacher_params()
             };
+            params.validate()?;
             let began = std::time::Instant::now();
             set.teacher_answers(teacher.as_ref(), &params, a.retries)?;
             let secs = began.elapsed().as_secs_f64();

@@ -86,7 +86,8 @@ pub fn run(cmd: SynthCommand) -> Result<()> {
         "crop" => Generator::Crop,
         _ => {
             let mut llm = args.llm.clone();
-            llm.llm_cache
+            llm.client
+                .llm_cache
                 .get_or_insert_with(|| sibling(&args.output, "llm-cache"));
             Generator::Llm(llm.open()?)
         }
@@ -151,7 +152,7 @@ fn is_chunk_table(path: &Path) -> bool {
     }
 }
 
-fn sibling(output: &Path, suffix: &str) -> PathBuf {
+pub(super) fn sibling(output: &Path, suffix: &str) -> PathBuf {
     let mut name = output.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".{suffix}"));
     output.with_file_name(name)

@@ -25,6 +25,22 @@ use crate::llm::{ChatModel, ChatRequest, GenerationParams, Message};
 use crate::rng::Rng;
 use quotes::{QuoteCheck, BEGIN_QUOTE, END_QUOTE};
 
+/// New tokens a teacher's answer may take, unless the caller says otherwise (`raft build
+/// --teacher-max-tokens`, Rhai's `teacher_max_tokens`): room for a few quoted sentences, the
+/// reasoning and the final answer.
+pub const TEACHER_MAX_TOKENS: usize = 400;
+
+/// The temperature a greedy teacher's regenerated answers are sampled at.
+pub const RETRY_TEMPERATURE: f64 = 0.7;
+
+/// A teacher's generation settings by default: greedy, [`TEACHER_MAX_TOKENS`] new tokens.
+pub fn teacher_params() -> GenerationParams {
+    GenerationParams {
+        max_tokens: TEACHER_MAX_TOKENS,
+        ..Default::default()
+    }
+}
+
 /// Where distractors come from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -683,8 +699,9 @@ impl RaftSet {
 
     /// Targets from a teacher model: each example's prompt (the RAFT instruction) answered, its
     /// quotes checked against the example's context; an answer with an invented quote or no
-    /// final answer is asked again (another seed) up to `retries` times, then the example is
-    /// dropped and counted. Where the oracle is removed under `keep`, quotes need not be in the
+    /// final answer is asked again (another seed; a greedy teacher samples at
+    /// [`RETRY_TEMPERATURE`] then, since greedy decoding would repeat itself) up to `retries`
+    /// times, then the example is dropped and counted. Where the oracle is removed under `keep`, quotes need not be in the
     /// context (they cannot be) and only the final answer is required. Wrap the teacher in
     /// [`crate::llm::CachedChat`] to make a killed run resume without repeating a request.
     pub fn teacher_answers(
@@ -704,6 +721,9 @@ impl RaftSet {
                 .map(|&i| {
                     let mut p = params.clone();
                     p.seed = params.seed.wrapping_add(attempt as u64);
+                    if attempt > 0 && p.temperature == 0.0 {
+                        p.temperature = RETRY_TEMPERATURE;
+                    }
                     ChatRequest::new(self.messages(&self.examples[i], false), p)
                 })
                 .collect();

@@ -24,6 +24,7 @@ pub(super) const RUN_KEYS: &[&str] = &[
     "exclude_queries",
     "teacher",
     "retries",
+    "teacher_max_tokens",
 ];
 
 /// Keys of `evaluate_grounded`'s options besides [`GroundedOptions`] fields.
@@ -78,6 +79,7 @@ fn build(data: &Dataset, mut opts: Map) -> Fallible<Raft> {
     };
     let candidates = int(&mut opts, "candidates", 30)?;
     let retries = int(&mut opts, "retries", 2)?;
+    let teacher_max_tokens = int(&mut opts, "teacher_max_tokens", raft::TEACHER_MAX_TOKENS)?;
     let settings: RaftOptions = options(opts, "raft_examples options")?;
     let keep = |q: &str| {
         only.as_ref().is_none_or(|o| o.contains(q))
@@ -124,8 +126,8 @@ fn build(data: &Dataset, mut opts: Map) -> Fallible<Raft> {
             .teacher_answers(
                 t.0.as_ref(),
                 &crate::llm::GenerationParams {
-                    max_tokens: 400,
-                    ..Default::default()
+                    max_tokens: teacher_max_tokens,
+                    ..raft::teacher_params()
                 },
                 retries,
             )
@@ -147,12 +149,13 @@ pub(super) fn register(r: &mut Registry) {
     bind!(
         r,
         "raft_examples",
-        "raft_examples(data: Dataset, options: #{retriever, reranker, evidence, corpus_jsonl, teacher, k, distractors, skip, oracle_p, removed_oracle, max_sentences, dev_share, balance_labels, only_queries, exclude_queries, …}) -> Raft",
+        "raft_examples(data: Dataset, options: #{retriever, reranker, evidence, corpus_jsonl, teacher, teacher_max_tokens, retries, k, distractors, skip, oracle_p, removed_oracle, max_sentences, dev_share, balance_labels, only_queries, exclude_queries, …}) -> Raft",
         "RAFT examples from a dataset's judged questions: the relevant document is the oracle, `k` (3) distractors \
          are the `retriever`'s top-ranked non-positives (`distractors`: \"retrieved\", \"random\" or \"mix\"; reordered \
          by `reranker` if given; `skip` passes over the first), the oracle kept in `oracle_p` (0.8) of examples. \
          Answers: composed from SciFact-style `evidence` (+ `corpus_jsonl` with sentences), or written by `teacher` \
-         (an Llm) with invented quotes regenerated `retries` (2) times, then dropped.",
+         (an Llm; greedy, up to `teacher_max_tokens` (400) new tokens) with invented quotes regenerated, sampled at \
+         temperature 0.7, `retries` (2) times, then dropped.",
         example: "let raft = raft_examples(data, #{retriever: tuned, teacher: load_llm(\"openai:gpt-4o-mini\"), dev_share: 0.1}); raft.rows(\"train\").head(2)",
         |data: Dataset, opts: Map| build(&data, opts),
     );
