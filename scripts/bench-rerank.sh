@@ -44,7 +44,8 @@ echo '{"query": "q", "document": "d"}' > "$work/probe.jsonl"
 "$bin" rerank --model "$model" --input "$work/probe.jsonl" --output "$work/probe-scores.jsonl" \
   --max-length 256 --save-model "$work/ce0" 2> "$work/ce0.log"
 
-settings=(--loss bce --epochs 1 --batch-size 16 --lr 2e-5 --warmup-ratio 0.1 --max-length 256 --seed 42)
+# Dropout 0.1 as sentence-transformers trains (ragtune's reranker default is 0).
+settings=(--loss bce --epochs 1 --batch-size 16 --lr 2e-5 --warmup-ratio 0.1 --max-length 256 --seed 42 --dropout 0.1)
 steps=${STEPS:-}
 [ -n "$steps" ] && settings+=(--max-steps "$steps")
 rm -rf "$work/rt"

@@ -71,8 +71,10 @@ pub struct LoopArgs {
     /// Matrix products in f32, bf16 or f16 (mixed precision, for CUDA; as bf16=True / fp16=True).
     #[arg(long)]
     precision: Option<String>,
-    /// Encoder dropout in training at every site (0 turns it off); default: the model's own
-    /// rates from its config.json (0.1 for BERT and MiniLM), as sentence-transformers trains.
+    /// Encoder dropout in training at every site (0 turns it off). Default: `train embed`, the
+    /// model's own rates from its config.json (0.1 for BERT and MiniLM), as sentence-transformers
+    /// trains; `train rerank`, 0 (rerankers trained better without; 0.1 matches
+    /// sentence-transformers).
     #[arg(long)]
     dropout: Option<f64>,
     /// Where the model, checkpoints, log, chart and model card go.

@@ -55,7 +55,8 @@ pub(super) fn register(r: &mut Registry) {
          weight that fuses best saved as fusion.json (rerank evaluations then use it); `cache_dir` keeps the \
          retriever's embeddings for both retrievals (give mine's to reuse them); `columns` \
          picks the data's columns; every other key is a TrainConfig field (defaults: the reranker stage's: \
-         batch_size 16, lr 5e-5 (LambdaLoss: 1e-4), warmup_ratio 0.1, plain batches).",
+         batch_size 16, lr 5e-5 (LambdaLoss: 1e-4), warmup_ratio 0.1, plain batches, dropout 0; dropout: 0.1 \
+         trains as sentence-transformers does).",
         example: "let run = train_reranker(\"sentence-transformers/all-MiniLM-L6-v2\", mined.frame, #{output: \"runs/reranker\", loss: \"bce\", epochs: 1}); print(run)",
         |model: &str, data: Frame, opts: Map| -> Fallible<TrainRun> { train_reranker(model, &data, opts) },
     );
