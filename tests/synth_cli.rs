@@ -58,6 +58,22 @@ fn serve_smollm2(fail_rate: &str, log: &Path) -> (std::process::Child, String) {
     (server, base_url)
 }
 
+/// Starts `cmd` and kills it once `ready` holds (within 5 minutes, and before it finishes).
+fn kill_once_ready(cmd: &mut Command, ready: impl Fn() -> bool) {
+    let mut child = cmd.spawn().unwrap();
+    let started = Instant::now();
+    while !ready() {
+        assert!(started.elapsed() < Duration::from_secs(300), "no progress");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// The cache keys of the requests `log` (a server's `--request-log`) answered, in order.
 fn logged_keys(log: &Path) -> Vec<String> {
     lines(log)
@@ -135,18 +151,7 @@ fn synth_over_a_failing_server_survives_a_kill_without_repeating_requests() {
     };
     // First run: killed once a few chunks are recorded.
     let journal = d.join("pairs.jsonl.journal.jsonl");
-    let mut first = synth().spawn().unwrap();
-    let started = Instant::now();
-    while lines(&journal).len() < 4 {
-        assert!(started.elapsed() < Duration::from_secs(300), "no progress");
-        assert!(
-            first.try_wait().unwrap().is_none(),
-            "finished before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    first.kill().unwrap();
-    first.wait().unwrap();
+    kill_once_ready(&mut synth(), || lines(&journal).len() >= 4);
     let recorded_before = lines(&journal).len() - 1;
     assert!(recorded_before < 10);
     // Answers the killed client had received are in its response cache.
@@ -287,18 +292,7 @@ fn raft_build_with_a_served_teacher_survives_a_kill_without_repeating_requests()
         c
     };
     let cache = d.join("raft.jsonl.llm-cache");
-    let mut first = build().spawn().unwrap();
-    let started = Instant::now();
-    while cached_keys(&cache).len() < 2 {
-        assert!(started.elapsed() < Duration::from_secs(300), "no progress");
-        assert!(
-            first.try_wait().unwrap().is_none(),
-            "finished before it could be killed"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    first.kill().unwrap();
-    first.wait().unwrap();
+    kill_once_ready(&mut build(), || cached_keys(&cache).len() >= 2);
     assert!(!output.exists(), "the killed run wrote its rows");
     let received = cached_keys(&cache);
     let asked_before = logged_keys(&log).len();
