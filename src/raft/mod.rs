@@ -701,9 +701,10 @@ impl RaftSet {
     /// quotes checked against the example's context; an answer with an invented quote or no
     /// final answer is asked again (another seed; a greedy teacher samples at
     /// [`RETRY_TEMPERATURE`] then, since greedy decoding would repeat itself) up to `retries`
-    /// times, then the example is dropped and counted. Where the oracle is removed under `keep`, quotes need not be in the
-    /// context (they cannot be) and only the final answer is required. Wrap the teacher in
-    /// [`crate::llm::CachedChat`] to make a killed run resume without repeating a request.
+    /// times, then the example is dropped and counted. Where the oracle is removed under
+    /// `keep`, quotes need not be in the context (they cannot be) and only the final answer is
+    /// required. Wrap the teacher in [`crate::llm::CachedChat`] to make a killed run resume
+    /// without repeating a request.
     pub fn teacher_answers(
         &mut self,
         teacher: &dyn ChatModel,
