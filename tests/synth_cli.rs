@@ -323,14 +323,15 @@ fn raft_build_with_a_served_teacher_survives_a_kill_without_repeating_requests()
         summary["examples"].as_u64().unwrap() + summary["dropped"].as_u64().unwrap() >= 5,
         "{summary}"
     );
-    // Every kept answer ends in a verdict and quotes only its own context (or none).
+    // Every kept answer has a final answer, and quotes only its own context where the oracle is
+    // in it (the `keep` policy lets the others quote the removed oracle). SmolLM2 at 40 tokens
+    // seldom writes one, so this may check no row: the test is about resuming.
     for row in lines(&examples) {
-        let ex: serde_json::Value = serde_json::from_str(&row).unwrap();
-        let answer = ex["answer"].as_str().unwrap();
-        assert!(
-            answer.contains("##Answer:") || answer.contains("<ANSWER>:"),
-            "{answer}"
-        );
+        let ex: ragtune::raft::RaftExample = serde_json::from_str(&row).unwrap();
+        let answer = ex.answer.as_deref().unwrap();
+        let check = ragtune::raft::quotes::QuoteCheck::of(answer, &ex.context());
+        assert!(check.has_answer, "{answer}");
+        assert!(!ex.oracle_present || check.invented.is_empty(), "{answer}");
     }
 
     // A third run is answered from the cache alone and writes the same rows.

@@ -196,7 +196,6 @@ fn build(a: BuildArgs) -> Result<()> {
                 max_tokens: a.teacher_max_tokens,
                 ..raft::teacher_params()
             };
-            params.validate()?;
             let began = std::time::Instant::now();
             set.teacher_answers(teacher.as_ref(), &params, a.retries)?;
             let secs = began.elapsed().as_secs_f64();

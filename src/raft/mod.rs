@@ -711,6 +711,7 @@ impl RaftSet {
         params: &GenerationParams,
         retries: usize,
     ) -> Result<()> {
+        params.validate()?;
         let options = self.options.clone();
         let mut pending: Vec<usize> = (0..self.examples.len()).collect();
         for attempt in 0..=retries {
